@@ -1,0 +1,244 @@
+"""The one Fullstory HTTP client: auth, base URLs, timeouts, and the error table.
+
+No activity builds its own client or reads status codes itself: they call
+`FullstoryClient.call()` and get parsed JSON back, or an `ApplicationError`
+that tells Temporal whether (and when) to retry. The API key lives only in
+this object; it never reaches inputs, history, logs or error messages.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import math
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
+
+from workflows.activity_types import RESULTS_NOT_READY
+
+MAX_RETRY_AFTER = timedelta(hours=24)
+NOT_READY_DELAY = timedelta(seconds=5)
+
+
+@dataclass(frozen=True)
+class ErrorRule:
+    type: str
+    retryable: bool
+    hint: str
+
+
+# The one table that maps HTTP statuses to retry decisions.
+ERROR_TABLE: dict[int, ErrorRule] = {
+    400: ErrorRule("FullstoryBadRequest", False, "Fullstory rejected the request as invalid: fix the input and start again"),
+    401: ErrorRule(
+        "FullstoryUnauthorized",
+        False,
+        "the API key was not accepted: check FULLSTORY_API_KEY (the key as issued, no 'Basic ') "
+        "and FULLSTORY_BASE_URL (US https://api.fullstory.com or EU https://api.eu1.fullstory.com)",
+    ),
+    403: ErrorRule(
+        "FullstoryForbidden",
+        False,
+        "the API key's role is not allowed to do this: exports need an Admin or Architect key "
+        "(a Standard key can only send events and users)",
+    ),
+    404: ErrorRule(
+        "FullstoryNotFound",
+        False,
+        "check the id, and that FULLSTORY_BASE_URL is the data centre (US/EU) of the org that owns it",
+    ),
+    422: ErrorRule("FullstoryUnprocessable", False, "Fullstory could not process the request: fix the input and start again"),
+    429: ErrorRule("FullstoryRateLimited", True, "rate limited: retrying after the server's Retry-After"),
+    500: ErrorRule("FullstoryServerError", True, "Fullstory had an internal error: retrying with backoff"),
+    502: ErrorRule("FullstoryUnavailable", True, "bad gateway: retrying"),
+    503: ErrorRule("FullstoryUnavailable", True, "Fullstory is temporarily unavailable: retrying"),
+    504: ErrorRule("FullstoryUnavailable", True, "gateway timeout: retrying"),
+}
+OTHER_5XX = ErrorRule("FullstoryServerError", True, "unexpected server error: retrying with backoff")
+OTHER_4XX = ErrorRule("FullstoryClientError", False, "unexpected client error: not retried")
+TRANSPORT = ErrorRule("FullstoryUnavailable", True, "network error (connection reset, timeout): retrying")
+MALFORMED = ErrorRule("FullstoryMalformedResponse", True, "Fullstory sent a body that is not the expected JSON: retrying")
+
+
+@dataclass(frozen=True)
+class ApiResponse:
+    status: int
+    body: Any
+    retry_after: timedelta | None = None
+
+
+def malformed_error(what: str, detail: str) -> ApplicationError:
+    """A 2xx body that does not have the documented shape: retried (it is usually a broken proxy or a cut body)."""
+    return ApplicationError(f"{what}: {detail} ({MALFORMED.hint})", type=MALFORMED.type)
+
+
+def rule_for(status: int) -> ErrorRule:
+    if status in ERROR_TABLE:
+        return ERROR_TABLE[status]
+    return OTHER_5XX if status >= 500 else OTHER_4XX
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> timedelta | None:
+    """`Retry-After` as seconds or an HTTP-date; None when absent or unreadable. Capped at 24 h."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if math.isnan(seconds):
+        return None
+    return min(timedelta(seconds=max(0.0, seconds)), MAX_RETRY_AFTER)
+
+
+def redact_url(url: str | httpx.URL) -> str:
+    """A URL fit for logs and errors: no query string (signed URLs carry credentials there), no userinfo."""
+    parts = urlsplit(str(url))
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def error_from_response(response: httpx.Response, what: str, *, hint: str | None = None) -> ApplicationError:
+    """Map a non-2xx response to an ApplicationError by the table; carries Fullstory's message and code."""
+    status = response.status_code
+    rule = rule_for(status)
+    code, message = _fullstory_error_body(response)
+    delay = parse_retry_after(response.headers.get("retry-after"))
+    text = f"{what}: HTTP {status}"
+    if code:
+        text += f" {code}"
+    if message:
+        text += f": {message}"
+    text += f" ({hint or rule.hint})"
+    return ApplicationError(
+        text,
+        {"status": status, "code": code, "message": message, "hint": hint or rule.hint,
+         "retry_after_seconds": delay.total_seconds() if delay else None},
+        type=rule.type,
+        non_retryable=not rule.retryable,
+        next_retry_delay=delay if rule.retryable else None,
+    )
+
+
+def error_from_transport(exc: httpx.TransportError, what: str) -> ApplicationError:
+    # httpx messages name host and port at most; never headers. Keep only the class and text.
+    return ApplicationError(
+        f"{what}: {type(exc).__name__}: {exc or 'no detail'} ({TRANSPORT.hint})",
+        {"status": None, "error": type(exc).__name__},
+        type=TRANSPORT.type,
+        non_retryable=False,
+    )
+
+
+def not_ready_error(what: str, delay: timedelta = NOT_READY_DELAY) -> ApplicationError:
+    return ApplicationError(
+        f"{what}: not ready yet (HTTP 202), checking again in {delay.total_seconds():g}s",
+        {"status": 202},
+        type=RESULTS_NOT_READY,
+        next_retry_delay=delay,
+        category=ApplicationErrorCategory.BENIGN,
+    )
+
+
+def _fullstory_error_body(response: httpx.Response) -> tuple[str | None, str | None]:
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError, httpx.ResponseNotRead):
+        return None, None
+    if not isinstance(body, dict):
+        return None, None
+    code = body.get("code")
+    message = body.get("message")
+    return (str(code) if code else None), (str(message)[:500] if message else None)
+
+
+class FullstoryClient:
+    """One per worker process; shared by every activity."""
+
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str = "https://api.fullstory.com",
+        export_base_url: str = "https://export.fullstory.com",
+        *,
+        timeout: float = 60.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = 200,
+    ) -> None:
+        if not api_key:
+            raise ValueError("a Fullstory API key is required")
+        self._authorization = f"Basic {api_key}"
+        self.base_url = base_url.rstrip("/")
+        self.export_base_url = export_base_url.rstrip("/")
+        self.http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
+            transport=transport,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            headers={"User-Agent": "fullstory-jobs/0.1", "Accept-Encoding": "gzip"},
+            follow_redirects=False,
+        )
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    def url(self, path: str, *, api: str = "api") -> str:
+        base = self.export_base_url if api == "export" else self.base_url
+        return f"{base}{path}"
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        api: str = "api",
+        json_body: Any = None,
+        content: bytes | None = None,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        not_ready_is_retry: bool = False,
+    ) -> ApiResponse:
+        """One authenticated call; returns status, parsed JSON body and Retry-After, or raises per the error table.
+
+        `what` names the call in errors ("get events batch job X"). With
+        `not_ready_is_retry`, a 202 raises a benign retryable error.
+        """
+        request_headers = {"Authorization": self._authorization, "Accept": "application/json"}
+        if headers:
+            request_headers.update(headers)
+        if json_body is not None:
+            content = json.dumps(json_body, separators=(",", ":")).encode()
+        if content is not None:
+            request_headers["Content-Type"] = "application/json"
+        try:
+            response = await self.http.request(
+                method, self.url(path, api=api), content=content, params=params, headers=request_headers
+            )
+        except httpx.TransportError as exc:
+            raise error_from_transport(exc, what) from None
+        if response.status_code == 202 and not_ready_is_retry:
+            raise not_ready_error(what)
+        if not response.is_success:
+            raise error_from_response(response, what)
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        if response.status_code == 204 or not response.content:
+            return ApiResponse(response.status_code, None, retry_after)
+        try:
+            return ApiResponse(response.status_code, response.json(), retry_after)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise malformed_error(what, f"HTTP {response.status_code} with a body that is not JSON") from None

@@ -1,0 +1,66 @@
+"""Worker settings from environment variables (names are part of the contract)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from workflows.models import DEFAULT_TASK_QUEUE
+
+
+class SettingsError(Exception):
+    """A bad or missing setting: the worker prints this one line and exits 2."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+
+    fullstory_api_key: SecretStr | None = None
+    fullstory_api_key_file: Path | None = None
+    fullstory_base_url: str = "https://api.fullstory.com"
+    fullstory_export_base_url: str = "https://export.fullstory.com"
+    fullstory_task_queue: str = DEFAULT_TASK_QUEUE
+    fullstory_data_dir: str = "./data"
+    fullstory_export_downloads_per_minute: float = Field(default=2.0, gt=0)
+    fullstory_http_timeout: float = Field(default=60.0, gt=0)
+    fullstory_max_concurrent_activities: int = Field(default=200, gt=0)
+
+    temporal_address: str | None = None
+    temporal_namespace: str = "default"
+    temporal_api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("temporal_api_key"))
+    temporal_ui_port: int | None = None
+
+    @field_validator("fullstory_base_url", "fullstory_export_base_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/")
+
+    def api_key(self) -> str | None:
+        """The Fullstory key, from FULLSTORY_API_KEY or the file FULLSTORY_API_KEY_FILE names."""
+        if self.fullstory_api_key is not None:
+            key = self.fullstory_api_key.get_secret_value().strip()
+            return key or None
+        if self.fullstory_api_key_file is not None:
+            try:
+                key = self.fullstory_api_key_file.read_text().strip()
+            except OSError as e:
+                raise SettingsError(f"FULLSTORY_API_KEY_FILE: cannot read {self.fullstory_api_key_file}: {e.strerror}") from None
+            if not key:
+                raise SettingsError(f"FULLSTORY_API_KEY_FILE: {self.fullstory_api_key_file} is empty")
+            return key
+        return None
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in e.errors(include_url=False, include_input=False)
+        )
+        raise SettingsError(f"bad setting: {problems}") from None

@@ -1,0 +1,97 @@
+"""What workflows and activities pass each other, and Fullstory's own payloads.
+
+Kept in `workflows/` (no I/O here) so workflow code can import the types while
+activities stay out of the workflow sandbox. Fullstory payload models are
+tolerant: unknown fields are ignored, optional ones may be absent.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from workflows.models import BatchJobStatus, BatchKind
+
+# Activity names: the workflow refers to activities by these, never by import.
+CREATE_BATCH_JOB = "create_batch_job"
+WAIT_FOR_BATCH_JOB = "wait_for_batch_job"
+COLLECT_BATCH_RECORDS = "collect_batch_records"
+
+# Error types (ApplicationError.type), asserted by name in tests and callers.
+INVALID_INPUT = "InvalidInput"
+BATCH_JOB_NOT_FINISHED = "BatchJobNotFinished"  # benign: "not done yet, check again later"
+RESULTS_NOT_READY = "ResultsNotReady"  # benign: 202 from /errors or /imports
+BATCH_JOB_TIMEOUT = "BatchJobTimeout"
+
+
+class FullstoryPayload(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class BatchJob(FullstoryPayload):
+    id: str
+    status: BatchJobStatus
+    created: datetime | None = None
+    finished: datetime | None = None
+
+
+class BatchJobDetails(FullstoryPayload):
+    """`GET /v2/{kind}/batch/{id}`: `errors` is absent unless the job failed."""
+
+    imports: int = 0
+    errors: int = 0
+    job: BatchJob
+
+    @field_validator("imports", "errors", mode="before")
+    @classmethod
+    def _int_or_zero(cls, v: Any) -> int:
+        return 0 if v in (None, "") else int(v)
+
+
+class CreateBatchJobResponse(FullstoryPayload):
+    job: BatchJob
+
+
+class RecordsPage(FullstoryPayload):
+    """One page of `/errors` or `/imports`: `total_records` is a string in the docs."""
+
+    results: list[dict[str, Any]] = Field(default_factory=list)
+    total_records: int | None = None
+    next_page_token: str | None = None
+
+    @field_validator("total_records", mode="before")
+    @classmethod
+    def _count(cls, v: Any) -> int | None:
+        return None if v in (None, "") else int(v)
+
+
+class CreateBatchJobParams(BaseModel):
+    kind: BatchKind
+    requests: list[dict[str, Any]] | None = None
+    requests_url: str | None = None
+    shared: dict[str, Any] | None = None
+    idempotency_key: str
+
+
+class WaitForBatchJobParams(BaseModel):
+    kind: BatchKind
+    job_id: str
+    max_poll_seconds: float = 60.0
+
+
+class CollectBatchRecordsParams(BaseModel):
+    kind: BatchKind
+    job_id: str
+    which: Literal["errors", "imports"]
+    destination: str | None = None
+
+
+class CollectedRecords(BaseModel):
+    location: str
+    records: int
+    bytes: int
+    codes: dict[str, int] = Field(default_factory=dict)
+    pages: int = 0
+    total_records_reported: int | None = None
