@@ -196,6 +196,10 @@ class FullstoryClient:
     async def aclose(self) -> None:
         await self.http.aclose()
 
+    def auth_headers(self) -> dict[str, str]:
+        """For authenticated streaming calls (legacy bundles); never for storage hosts."""
+        return {"Authorization": self._authorization}
+
     def url(self, path: str, *, api: str = "api") -> str:
         base = self.export_base_url if api == "export" else self.base_url
         return f"{base}{path}"
@@ -218,7 +222,7 @@ class FullstoryClient:
         `what` names the call in errors ("get events batch job X"). With
         `not_ready_is_retry`, a 202 raises a benign retryable error.
         """
-        request_headers = {"Authorization": self._authorization, "Accept": "application/json"}
+        request_headers = {**self.auth_headers(), "Accept": "application/json"}
         if headers:
             request_headers.update(headers)
         if json_body is not None:

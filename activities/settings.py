@@ -24,7 +24,7 @@ class Settings(BaseSettings):
     fullstory_task_queue: str = DEFAULT_TASK_QUEUE
     fullstory_data_dir: str = "./data"
     fullstory_export_downloads_per_minute: float = Field(default=2.0, gt=0)
-    fullstory_http_timeout: float = Field(default=60.0, gt=0)
+    fullstory_http_timeout: float = Field(default=25.0, gt=0)
     fullstory_max_concurrent_activities: int = Field(default=200, gt=0)
 
     temporal_address: str | None = None

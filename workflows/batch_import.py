@@ -38,7 +38,9 @@ NON_RETRYABLE = ["InvalidInput", "FullstoryBadRequest", "FullstoryUnauthorized",
 # A single HTTP call: retried with backoff (or the server's Retry-After) until the deadline.
 CALL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
                          maximum_interval=timedelta(minutes=2), non_retryable_error_types=NON_RETRYABLE)
-CALL_TIMEOUT = timedelta(seconds=90)
+# Short, so a call held by a worker that died is retried elsewhere within about 30 s.
+CALL_TIMEOUT = timedelta(seconds=30)
+CREATE_TIMEOUT = timedelta(minutes=3)  # uploads up to 50,000 items
 # A page walk: heartbeats every ~2 s; a dead worker's walk moves on within the heartbeat timeout.
 WALK_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
 WALK_TIMEOUT = timedelta(hours=6)
@@ -71,6 +73,7 @@ class BatchImportWorkflow:
                                      shared=args.shared, idempotency_key=idempotency_key(workflow.info().workflow_id)),
                 BatchJob, deadline, f"Create {kind} batch job ({n})",
                 f"creating the {kind} batch job did not succeed within {args.timeout}",
+                start_to_close=CREATE_TIMEOUT,
             )
             job_id = job.id
 

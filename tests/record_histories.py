@@ -1,0 +1,61 @@
+"""Record workflow histories for the replay tests (run by hand, output checked in).
+
+    .venv/bin/python tests/record_histories.py
+
+Re-record only when a workflow change is meant to be incompatible (and then
+version it with workflow.patched): the point of the checked-in files is that
+histories of running workflows written by older code still replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
+from temporalio.testing import WorkflowEnvironment  # noqa: E402
+
+from conftest import API_KEY, VENV_BIN, running_worker  # noqa: E402
+from simulator import Simulator  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "histories"
+
+
+async def record(env: WorkflowEnvironment, sim: Simulator, name: str, workflow: str, inp: dict, data: Path) -> None:
+    async with running_worker(env.client, sim.base_url, data) as tq:
+        handle = await env.client.start_workflow(workflow, inp, id=f"replay-{name}", task_queue=tq)
+        try:
+            await handle.result()
+        except Exception as e:  # failures are histories worth replaying too
+            print(f"{name}: ended with {type(e).__name__}")
+        history = await handle.fetch_history()
+    (OUT / f"{name}.json").write_text(history.to_json())
+    print(f"{name}: {len(history.events)} events")
+
+
+async def main() -> None:
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(VENV_BIN / "temporal-test-server"), data_converter=pydantic_data_converter)
+    OUT.mkdir(exist_ok=True)
+    try:
+        with Simulator(api_key=API_KEY) as sim, tempfile.TemporaryDirectory() as tmp:
+            data = Path(tmp)
+            job = sim.add_batch_job(kind="events", duration=300, imports=10, errors=7, page_size=3)
+            await record(env, sim, "batch_import_watch_failed", "BatchImportWorkflow",
+                         {"kind": "events", "job_id": job, "collect_imports": True}, data)
+            sim.batch_defaults.update(duration=60, errors=0)
+            await record(env, sim, "batch_import_create_completed", "BatchImportWorkflow",
+                         {"kind": "users", "requests": [{"uid": f"u{i}"} for i in range(5)]}, data)
+            await record(env, sim, "batch_import_not_found", "BatchImportWorkflow",
+                         {"kind": "users", "job_id": "missing="}, data)
+    finally:
+        await env.shutdown()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

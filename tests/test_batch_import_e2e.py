@@ -1,0 +1,80 @@
+"""End to end: the real dev server, a real worker process (SIGKILLed mid-run) and the simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import API_KEY
+from worker_process import WorkerProcess
+from workflows.models import BatchImportResult, batch_workflow_id
+
+pytestmark = pytest.mark.e2e
+
+STATUS_ROUTE = "/v2/{kind}/batch/{job_id}"
+ERRORS_ROUTE = "/v2/{kind}/batch/{job_id}/errors"
+
+
+@pytest.fixture
+def worker_factory(dev_env, sim, tmp_path):
+    started: list[WorkerProcess] = []
+    task_queue = f"e2e-{uuid.uuid4().hex[:10]}"
+
+    def make() -> WorkerProcess:
+        w = WorkerProcess(tmp_path / "worker.log", {
+            "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
+            "FULLSTORY_API_KEY": API_KEY,
+            "FULLSTORY_BASE_URL": sim.base_url,
+            "FULLSTORY_TASK_QUEUE": task_queue,
+            "FULLSTORY_DATA_DIR": str(tmp_path / "data"),
+            "LOG_LEVEL": "INFO",
+        })
+        started.append(w)
+        return w
+
+    make.task_queue = task_queue
+    yield make
+    for w in started:
+        w.stop()
+
+
+async def wait_until(predicate, timeout: float = 60.0, what: str = "condition") -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def test_sigkill_mid_wait_and_mid_page_walk_loses_and_duplicates_nothing(dev_env, sim, worker_factory, tmp_path):
+    job_id = sim.add_batch_job(kind="events", duration=4, imports=1000, errors=5000, page_size=100,
+                               retry_after_while_processing=1)
+    sim.page_delay = 0.05  # 50 pages take a few seconds: time to kill the worker in the middle
+    worker = worker_factory().start()
+    handle = await dev_env.client.start_workflow(
+        "BatchImportWorkflow", {"kind": "events", "job_id": job_id}, id=batch_workflow_id("events", job_id),
+        task_queue=worker_factory.task_queue, result_type=BatchImportResult)
+
+    await wait_until(lambda: sim.count(route=STATUS_ROUTE) >= 2, what="the worker to be waiting")
+    worker.kill()  # 1: while it waits for the job
+    worker = worker_factory().start()
+
+    await wait_until(lambda: sim.count(route=ERRORS_ROUTE) >= 25, what="half of the error pages")
+    worker.kill()  # 2: in the middle of the 50-page error walk
+    worker = worker_factory().start()
+
+    result = await asyncio.wait_for(handle.result(), 120)
+    assert (result.status, result.imports, result.errors) == ("FAILED", 1000, 5000)
+    expected = sim.expected_records(job_id, "errors")
+    lines = Path(result.errors_location).read_text().splitlines()
+    assert [json.loads(x) for x in lines] == expected  # each record exactly once, in order
+    assert result.records_collected == 5000 and sum(result.error_codes.values()) == 5000
+    # It resumed from its heartbeat rather than starting the walk over.
+    assert sim.count(route=ERRORS_ROUTE) < 50 + 25
+    assert "resuming errors" in worker.log()
+    assert not list(Path(result.errors_location).parent.glob("*.part"))
