@@ -95,3 +95,68 @@ class CollectedRecords(BaseModel):
     codes: dict[str, int] = Field(default_factory=dict)
     pages: int = 0
     total_records_reported: int | None = None
+
+
+# --- Operations and segment exports -------------------------------------------------
+
+CREATE_SEGMENT_EXPORT = "create_segment_export"
+WAIT_FOR_OPERATION = "wait_for_operation"
+OPERATION_NOT_FINISHED = "OperationNotFinished"  # benign: "still running, check again later"
+OPERATION_FAILED = "OperationFailed"
+OPERATION_TIMEOUT = "OperationTimeout"
+
+
+class CreateSegmentExportParams(BaseModel):
+    body: dict[str, Any]  # Fullstory's camelCase request, built from SegmentExportInput
+    idempotency_key: str
+
+
+class WaitForOperationParams(BaseModel):
+    operation_id: str
+    known_state: str | None = None
+    known_pct: float | None = None
+    checks_before: int = 0
+    max_poll_seconds: float = 60.0
+    report_pct_step: float = 10.0
+
+
+class OperationSnapshot(BaseModel):
+    """What `wait_for_operation` returns: the operation when it ended or made visible progress."""
+
+    operation: Any  # workflows.models.Operation as a dict (camelCase-free, snake_case)
+    checks: int
+
+
+# --- Legacy data export -------------------------------------------------------------
+
+LIST_EXPORT_BUNDLES = "list_export_bundles"
+STORE_EXPORT_BUNDLE = "store_export_bundle"
+SYNC_TIMEOUT = "DataExportSyncTimeout"
+
+
+class ExportBundle(FullstoryPayload):
+    """One entry of `/api/v1/export/list`: Fullstory's capitalised names, unix seconds."""
+
+    start: int = Field(alias="Start")
+    stop: int = Field(alias="Stop")
+    id: str = Field(alias="ID")
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id_text(cls, v: Any) -> str:
+        return str(v)
+
+    def filename(self) -> str:
+        return f"{self.start}-{self.stop}-{self.id}.json.gz"
+
+
+class StoreExportBundleParams(BaseModel):
+    bundle: ExportBundle
+    destination: str | None = None
+
+
+class StoredBundle(BaseModel):
+    location: str
+    bytes: int
+    sha256: str
+    skipped: bool = False  # already stored intact (per the manifest): not downloaded again

@@ -12,8 +12,6 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from workflows.activity_types import (
@@ -28,18 +26,9 @@ with workflow.unsafe.imports_passed_through():
         CreateBatchJobParams,
         WaitForBatchJobParams,
     )
-    from workflows.common import ProgressTracker, parse_input, raise_activity_failure, remaining
+    from workflows.common import ProgressTracker, parse_input, poll_retry, run_activity
     from workflows.models import BatchImportInput, BatchImportResult, Progress, idempotency_key
 
-NON_RETRYABLE = ["InvalidInput", "FullstoryBadRequest", "FullstoryUnauthorized", "FullstoryForbidden",
-                 "FullstoryNotFound", "FullstoryUnprocessable", "FullstoryClientError",
-                 "UnsupportedDestination", "DestinationNotWritable"]
-
-# A single HTTP call: retried with backoff (or the server's Retry-After) until the deadline.
-CALL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
-                         maximum_interval=timedelta(minutes=2), non_retryable_error_types=NON_RETRYABLE)
-# Short, so a call held by a worker that died is retried elsewhere within about 30 s.
-CALL_TIMEOUT = timedelta(seconds=30)
 CREATE_TIMEOUT = timedelta(minutes=3)  # uploads up to 50,000 items
 # A page walk: heartbeats every ~2 s; a dead worker's walk moves on within the heartbeat timeout.
 WALK_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
@@ -85,8 +74,7 @@ class BatchImportWorkflow:
             WaitForBatchJobParams(kind=kind, job_id=job_id, max_poll_seconds=args.max_poll_interval.total_seconds()),
             BatchJobDetails, deadline, f"Wait for {kind} batch job {job_id} to finish",
             f"{kind} batch job {job_id} did not finish within {args.timeout}",
-            retry=RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=1.5,
-                              maximum_interval=args.max_poll_interval, non_retryable_error_types=NON_RETRYABLE),
+            retry=poll_retry(args.max_poll_interval),
         )
         job = status.job
         result = BatchImportResult(job_id=job_id, kind=kind, status=job.status, imports=status.imports,
@@ -121,14 +109,6 @@ class BatchImportWorkflow:
         )
 
     async def _call(self, activity: str, params: Any, result_type: type, deadline: Any, summary: str,
-                    timeout_message: str, *, retry: RetryPolicy = CALL_RETRY,
-                    start_to_close: timedelta = CALL_TIMEOUT, heartbeat: timedelta | None = None) -> Any:
-        try:
-            return await workflow.execute_activity(
-                activity, params, result_type=result_type, summary=summary,
-                schedule_to_close_timeout=remaining(deadline), start_to_close_timeout=start_to_close,
-                heartbeat_timeout=heartbeat, retry_policy=retry,
-            )
-        except ActivityError as err:
-            self._tracker.set("failed", str(err.cause.message if err.cause else err))
-            raise_activity_failure(err, timeout_message, BATCH_JOB_TIMEOUT)
+                    timeout_message: str, **options: Any) -> Any:
+        return await run_activity(self._tracker, activity, params, result_type, deadline=deadline, summary=summary,
+                                  timeout_message=timeout_message, timeout_type=BATCH_JOB_TIMEOUT, **options)

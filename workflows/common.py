@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Any, NoReturn, TypeVar
 
 from temporalio import workflow
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, TimeoutType
 
 with workflow.unsafe.imports_passed_through():
@@ -62,3 +63,37 @@ class ProgressTracker:
 def remaining(deadline: Any, floor: timedelta = timedelta(seconds=1)) -> timedelta:
     """Time left until `deadline` (a workflow-time datetime), never below `floor`."""
     return max(deadline - workflow.now(), floor)
+
+
+NON_RETRYABLE = ["InvalidInput", "FullstoryBadRequest", "FullstoryUnauthorized", "FullstoryForbidden",
+                 "FullstoryNotFound", "FullstoryUnprocessable", "FullstoryClientError",
+                 "UnsupportedDestination", "DestinationNotWritable"]
+
+# A single HTTP call: retried with backoff (or the server's Retry-After) until the deadline.
+CALL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
+                         maximum_interval=timedelta(minutes=2), non_retryable_error_types=NON_RETRYABLE)
+# Short, so a call held by a worker that died is retried elsewhere within about 30 s.
+CALL_TIMEOUT = timedelta(seconds=30)
+
+
+def poll_retry(max_interval: timedelta) -> RetryPolicy:
+    """Retry policy of a wait: the activity's `next_retry_delay` sets each gap; this is the fallback."""
+    return RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=1.5,
+                       maximum_interval=max_interval, non_retryable_error_types=NON_RETRYABLE)
+
+
+async def run_activity(
+    tracker: ProgressTracker, activity: str, params: Any, result_type: type, *, deadline: Any, summary: str,
+    timeout_message: str, timeout_type: str, retry: RetryPolicy = CALL_RETRY,
+    start_to_close: timedelta = CALL_TIMEOUT, heartbeat: timedelta | None = None, task_queue: str | None = None,
+) -> Any:
+    """Run one activity until `deadline`; its failure becomes the workflow's, clearly worded."""
+    try:
+        return await workflow.execute_activity(
+            activity, params, result_type=result_type, summary=summary,
+            schedule_to_close_timeout=remaining(deadline), start_to_close_timeout=start_to_close,
+            heartbeat_timeout=heartbeat, retry_policy=retry, task_queue=task_queue,
+        )
+    except ActivityError as err:
+        tracker.set("failed", str(err.cause.message if err.cause else err))
+        raise_activity_failure(err, timeout_message, timeout_type)

@@ -135,6 +135,8 @@ class Progress(ResultModel):
     records: int = 0
     bytes: int = 0
     waiting_until: datetime | None = None
+    cursor: int | None = None
+    cursor_iso: str | None = None
     updated_at: datetime | None = None
 
 
@@ -156,3 +158,162 @@ def describe_validation_error(model: type[BaseModel], err: ValidationError) -> s
         msg = e["msg"].removeprefix("Value error, ")
         lines.append(f"{loc}: {msg}")
     return f"invalid {model.__name__}: " + "; ".join(lines)
+
+
+# --- Operations and segment exports -------------------------------------------------
+
+OperationState = Literal["PENDING", "RUNNING", "COMPLETED", "FAILED"]
+ExportType = Literal["TYPE_EVENT", "TYPE_INDIVIDUAL"]
+ExportFormat = Literal["FORMAT_JSON", "FORMAT_CSV", "FORMAT_NDJSON"]
+_TIMEZONE = r"^(UTC|[A-Za-z]+(?:[/_+\-][A-Za-z0-9_+\-]+)*)$"
+
+
+class TimeRange(InputModel):
+    start: datetime = Field(description="RFC 3339, with a UTC offset.")
+    end: datetime = Field(description="RFC 3339, with a UTC offset; after start.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TimeRange:
+        for name in ("start", "end"):
+            if getattr(self, name).tzinfo is None:
+                raise ValueError(f"{name} needs a UTC offset (e.g. 2026-11-01T00:00:00Z)")
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
+class OperationInput(InputModel):
+    """Input of `OperationWorkflow`: wait for any Fullstory operation to finish."""
+
+    operation_id: str = Field(min_length=1, max_length=512, pattern=r"^\S+$")
+    timeout: timedelta = Field(default=timedelta(hours=24), description="Overall deadline, ISO 8601 or seconds.")
+    max_poll_interval: timedelta = Field(default=timedelta(seconds=60))
+
+    _timeout = field_validator("timeout")(lambda v: _positive(v, "timeout"))
+
+    @field_validator("max_poll_interval")
+    @classmethod
+    def _poll_interval_sane(cls, v: timedelta) -> timedelta:
+        return BatchImportInput._poll_interval_sane(v)
+
+
+class Operation(ResultModel):
+    """A Fullstory operation (`GET /operations/v1/{id}`), in snake_case."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    id: str
+    type: str | None = None
+    state: OperationState
+    error_details: str | None = Field(default=None, alias="errorDetails")
+    created_at: datetime | None = Field(default=None, alias="createdAt")
+    finished_at: datetime | None = Field(default=None, alias="finishedAt")
+    estimate_pct_complete: float | None = Field(default=None, alias="estimatePctComplete")
+    results: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("results", mode="before")
+    @classmethod
+    def _results(cls, v: Any) -> dict[str, Any]:
+        return v or {}
+
+
+class SegmentExportInput(InputModel):
+    """Input of `SegmentExportWorkflow`: create a segment export (or adopt `operation_id`) and download it."""
+
+    segment_id: str | None = Field(default=None, min_length=1, max_length=512)
+    type: ExportType = "TYPE_EVENT"
+    format: ExportFormat = "FORMAT_NDJSON"
+    time_range: TimeRange | None = None
+    segment_time_range: TimeRange | None = None
+    timezone: str | None = Field(default=None, pattern=_TIMEZONE, max_length=64,
+                                 description="IANA time zone, e.g. America/New_York.")
+    fields: list[str] | None = Field(default=None, min_length=1)
+    operation_id: str | None = Field(default=None, min_length=1, max_length=512, pattern=r"^\S+$",
+                                     description="Adopt an export that was already started.")
+    destination: str | None = None
+    timeout: timedelta = Field(default=timedelta(hours=24))
+    max_poll_interval: timedelta = Field(default=timedelta(seconds=60))
+    verify_gzip: bool = Field(default=True, description="Check gzip integrity while downloading.")
+
+    _timeout = field_validator("timeout")(lambda v: _positive(v, "timeout"))
+
+    @field_validator("max_poll_interval")
+    @classmethod
+    def _poll_interval_sane(cls, v: timedelta) -> timedelta:
+        return BatchImportInput._poll_interval_sane(v)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SegmentExportInput:
+        if (self.segment_id is None) == (self.operation_id is None):
+            raise ValueError("give exactly one of segment_id (create an export) or operation_id (adopt one)")
+        if self.segment_id is not None and self.time_range is None:
+            raise ValueError("time_range {start, end} is required to create an export")
+        if self.operation_id is not None and (self.time_range or self.fields or self.segment_time_range):
+            raise ValueError("time_range, segment_time_range and fields apply only when creating an export")
+        return self
+
+
+class SegmentExportResult(ResultModel):
+    operation_id: str
+    export_id: str | None = None
+    location: str
+    bytes: int
+    sha256: str
+    content_type: str | None = None
+    filename: str
+
+
+def operation_workflow_id(operation_id: str) -> str:
+    return f"fullstory-operation-{operation_id}"
+
+
+def segment_export_workflow_id(operation_id: str) -> str:
+    return f"fullstory-segment-export-{operation_id}"
+
+
+# --- Legacy data export -------------------------------------------------------------
+
+MIN_UNIX = 1_000_000_000  # 2001-09-09: Fullstory has no data from before
+
+
+class DataExportSyncInput(InputModel):
+    """Input of `DataExportSyncWorkflow`: download every legacy export bundle from `start`, in order."""
+
+    start: int = Field(ge=0, description="Unix seconds: sync bundles whose end is after this.")
+    destination: str | None = Field(default=None, description="Local directory or file:// URL for the bundles.")
+    stop: int | None = Field(default=None, description="Unix seconds: finish when the cursor reaches this.")
+    follow: bool = Field(default=False, description="When caught up, sleep `poll_interval` and list again, forever.")
+    poll_interval: timedelta = Field(default=timedelta(hours=1), description="ISO 8601 or seconds; default 1 h.")
+    bundles_per_run: int = Field(default=200, ge=1, le=10_000,
+                                 description="Continue-as-new after this many bundles (keeps history bounded).")
+    # Carried across continue-as-new; callers leave them at 0.
+    bundles_so_far: int = Field(default=0, ge=0)
+    bytes_so_far: int = Field(default=0, ge=0)
+
+    @field_validator("poll_interval")
+    @classmethod
+    def _poll_sane(cls, v: timedelta) -> timedelta:
+        if not timedelta(seconds=1) <= v <= timedelta(days=7):
+            raise ValueError("poll_interval must be between 1 second and 7 days")
+        return v
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DataExportSyncInput:
+        if self.stop is not None and self.stop <= self.start:
+            raise ValueError("stop must be after start")
+        if self.stop is not None and self.follow:
+            raise ValueError("follow runs forever; it cannot be combined with stop")
+        return self
+
+
+class DataExportSyncResult(ResultModel):
+    cursor: int
+    cursor_iso: str
+    bundles: int
+    bytes: int
+
+
+def data_export_sync_workflow_id(destination: str | None = None) -> str:
+    """A fixed id per destination, so a schedule or a second start never runs two syncs into one place."""
+    suffix = uuid.uuid5(uuid.NAMESPACE_URL, destination).hex[:12] if destination else "default"
+    return f"fullstory-data-export-sync-{suffix}"
