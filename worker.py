@@ -32,14 +32,20 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.batch import BatchActivities
+from activities.download import DownloadActivities
+from activities.legacy_export import LegacyExportActivities
+from activities.operations import OperationActivities
 from activities.fullstory_client import FullstoryClient
 from activities.logging_setup import add_secret, configure_logging
 from activities.settings import Settings, SettingsError, load_settings
 from workflows.batch_import import BatchImportWorkflow
+from workflows.data_export_sync import DataExportSyncWorkflow, downloads_task_queue
+from workflows.operation import OperationWorkflow
+from workflows.segment_export import SegmentExportWorkflow
 
 log = logging.getLogger("fullstory_jobs.worker")
 
-WORKFLOWS = [BatchImportWorkflow]
+WORKFLOWS = [BatchImportWorkflow, OperationWorkflow, SegmentExportWorkflow, DataExportSyncWorkflow]
 STATE_DIR = Path(".temporal")
 SIMULATOR_KEY = "simulator-key"
 
@@ -60,9 +66,31 @@ def port_or_free(preferred: int) -> int:
             return s.getsockname()[1]
 
 
-def build_activities(fullstory: FullstoryClient, settings: Settings) -> list:
-    batch = BatchActivities(fullstory, settings.fullstory_data_dir)
-    return [batch.create_batch_job, batch.wait_for_batch_job, batch.collect_batch_records]
+def build_activities(fullstory: FullstoryClient, settings: Settings) -> tuple[list, list]:
+    """(activities of the main task queue, activities of the rate-limited bundle-downloads queue)."""
+    data_dir = settings.fullstory_data_dir
+    batch = BatchActivities(fullstory, data_dir)
+    operations = OperationActivities(fullstory)
+    downloads = DownloadActivities(fullstory, data_dir)
+    legacy = LegacyExportActivities(fullstory, downloads, data_dir)
+    main_queue = [batch.create_batch_job, batch.wait_for_batch_job, batch.collect_batch_records,
+                  operations.create_segment_export, operations.wait_for_operation,
+                  downloads.download_to_destination, legacy.list_export_bundles]
+    return main_queue, [legacy.store_export_bundle]
+
+
+def make_workers(client: Client, fullstory: FullstoryClient, settings: Settings) -> list[Worker]:
+    """The main worker, and the bundle-downloads worker whose queue the server rate limits for all workers."""
+    main_queue, downloads_queue = build_activities(fullstory, settings)
+    task_queue = settings.fullstory_task_queue
+    return [
+        Worker(client, task_queue=task_queue, workflows=WORKFLOWS, activities=main_queue,
+               max_concurrent_activities=settings.fullstory_max_concurrent_activities,
+               graceful_shutdown_timeout=timedelta(seconds=20)),
+        Worker(client, task_queue=downloads_task_queue(task_queue), activities=downloads_queue,
+               max_task_queue_activities_per_second=settings.fullstory_export_downloads_per_minute / 60.0,
+               max_concurrent_activities=4, graceful_shutdown_timeout=timedelta(seconds=20)),
+    ]
 
 
 @dataclass
@@ -131,20 +159,16 @@ async def start_embedded_temporal(stack: contextlib.AsyncExitStack, settings: Se
     return env.client, ui_url
 
 
-def make_worker(rt: Runtime) -> Worker:
-    return Worker(
-        rt.client,
-        task_queue=rt.settings.fullstory_task_queue,
-        workflows=WORKFLOWS,
-        activities=build_activities(rt.fullstory, rt.settings),
-        max_concurrent_activities=rt.settings.fullstory_max_concurrent_activities,
-        graceful_shutdown_timeout=timedelta(seconds=20),
-    )
+@contextlib.asynccontextmanager
+async def running_workers(rt: Runtime) -> AsyncIterator[None]:
+    async with contextlib.AsyncExitStack() as stack:
+        for w in make_workers(rt.client, rt.fullstory, rt.settings):
+            await stack.enter_async_context(w)
+        yield
 
 
 async def serve(settings: Settings) -> None:
     async with runtime(settings) as rt:
-        worker = make_worker(rt)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -152,7 +176,7 @@ async def serve(settings: Settings) -> None:
         log.info("worker polling task queue %s", rt.settings.fullstory_task_queue)
         print(f"worker ready on task queue {rt.settings.fullstory_task_queue!r}"
               + (f"; UI: {rt.ui_url}" if rt.ui_url else ""), flush=True)
-        async with worker:
+        async with running_workers(rt):
             await stop.wait()
             log.info("shutting down: letting in-flight activities finish")
 
@@ -160,7 +184,7 @@ async def serve(settings: Settings) -> None:
 async def demo(settings: Settings) -> None:
     """One events and one users import against the simulator (or Fullstory), results printed."""
     async with runtime(settings) as rt:
-        async with make_worker(rt):
+        async with running_workers(rt):
             handles = []
             for kind, n in (("events", 25), ("users", 12)):
                 requests = [({"name": "Demo Event", "user": {"uid": f"demo-{i}"}} if kind == "events"

@@ -15,11 +15,10 @@ import pytest_asyncio
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from activities.fullstory_client import FullstoryClient
 from simulator import Simulator
-from worker import WORKFLOWS, build_activities
+from worker import make_workers
 from activities.settings import Settings
 
 VENV_BIN = Path(sys.executable).parent
@@ -57,18 +56,20 @@ def sim() -> Simulator:
         yield s
 
 
-def settings_for(data_dir: Path) -> Settings:
-    return Settings(fullstory_data_dir=str(data_dir))
-
-
 @contextlib.asynccontextmanager
-async def running_worker(client: Client, base_url: str, data_dir: Path, api_key: str = API_KEY) -> AsyncIterator[str]:
-    """An in-process worker on its own task queue; yields the task queue name."""
+async def running_worker(client: Client, base_url: str, data_dir: Path, api_key: str = API_KEY,
+                         **settings: object) -> AsyncIterator[str]:
+    """In-process workers (main + bundle downloads) on their own task queue; yields the task queue name."""
     task_queue = f"tq-{uuid.uuid4().hex[:12]}"
+    # Server-side rate limits run on wall time, which time skipping cannot skip: tests lift it and
+    # let the simulator's own 2/minute limit (on the test server's clock) answer 429 + Retry-After.
+    settings.setdefault("fullstory_export_downloads_per_minute", 60_000)
+    config = Settings(fullstory_data_dir=str(data_dir), fullstory_task_queue=task_queue, **settings)
     fullstory = FullstoryClient(api_key, base_url, base_url, timeout=10)
     try:
-        async with Worker(client, task_queue=task_queue, workflows=WORKFLOWS,
-                          activities=build_activities(fullstory, settings_for(data_dir))):
+        async with contextlib.AsyncExitStack() as stack:
+            for w in make_workers(client, fullstory, config):
+                await stack.enter_async_context(w)
             yield task_queue
     finally:
         await fullstory.aclose()

@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 BatchKind = Literal["events", "users"]
 BatchJobStatus = Literal["PROCESSING", "COMPLETED", "FAILED"]
@@ -200,15 +200,13 @@ class OperationInput(InputModel):
 class Operation(ResultModel):
     """A Fullstory operation (`GET /operations/v1/{id}`), in snake_case."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
     id: str
     type: str | None = None
     state: OperationState
-    error_details: str | None = Field(default=None, alias="errorDetails")
-    created_at: datetime | None = Field(default=None, alias="createdAt")
-    finished_at: datetime | None = Field(default=None, alias="finishedAt")
-    estimate_pct_complete: float | None = Field(default=None, alias="estimatePctComplete")
+    error_details: str | None = Field(default=None, validation_alias=AliasChoices("errorDetails", "error_details"))
+    created_at: datetime | None = Field(default=None, validation_alias=AliasChoices("createdAt", "created_at"))
+    finished_at: datetime | None = Field(default=None, validation_alias=AliasChoices("finishedAt", "finished_at"))
+    estimate_pct_complete: float | None = Field(default=None, validation_alias=AliasChoices("estimatePctComplete", "estimate_pct_complete"))
     results: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("results", mode="before")

@@ -13,13 +13,29 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from workflows.models import BatchImportInput, BatchImportResult, Progress
+from workflows.models import (
+    BatchImportInput,
+    BatchImportResult,
+    DataExportSyncInput,
+    DataExportSyncResult,
+    Operation,
+    OperationInput,
+    Progress,
+    SegmentExportInput,
+    SegmentExportResult,
+)
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 
 CONTRACT: dict[str, type[BaseModel]] = {
     "BatchImportWorkflow.input": BatchImportInput,
     "BatchImportWorkflow.result": BatchImportResult,
+    "OperationWorkflow.input": OperationInput,
+    "OperationWorkflow.result": Operation,
+    "SegmentExportWorkflow.input": SegmentExportInput,
+    "SegmentExportWorkflow.result": SegmentExportResult,
+    "DataExportSyncWorkflow.input": DataExportSyncInput,
+    "DataExportSyncWorkflow.result": DataExportSyncResult,
     "progress": Progress,
 }
 

@@ -1,0 +1,105 @@
+"""Legacy data export activities: list bundles, store one bundle (skip it when already stored intact).
+
+A small manifest (`manifest.json` at the destination) records each stored
+bundle's file, size and sha256; a bundle found there, with a file of that size
+and checksum, is not downloaded again: re-runs and restarts never duplicate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from temporalio import activity
+
+from activities.download import DownloadActivities
+from activities.fullstory_client import FullstoryClient, malformed_error
+from activities.storage import resolve_local_destination
+from workflows.activity_types import (
+    LIST_EXPORT_BUNDLES,
+    STORE_EXPORT_BUNDLE,
+    DownloadParams,
+    ExportBundle,
+    StoredBundle,
+    StoreExportBundleParams,
+)
+
+MANIFEST = "manifest.json"
+
+
+class Manifest:
+    """`{bundle_id: {"file", "bytes", "sha256"}}`, rewritten atomically after each bundle."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / MANIFEST
+
+    def load(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            activity.logger.warning("manifest %s is unreadable; treating every bundle as not stored", self.path)
+            return {}
+
+    def intact(self, bundle_id: str) -> StoredBundle | None:
+        entry = self.load().get(bundle_id)
+        if not entry:
+            return None
+        path = self.path.parent / entry["file"]
+        if not path.exists() or path.stat().st_size != entry["bytes"] or _sha256(path) != entry["sha256"]:
+            return None
+        return StoredBundle(location=str(path), bytes=entry["bytes"], sha256=entry["sha256"], skipped=True)
+
+    def record(self, bundle_id: str, path: Path, nbytes: int, sha256: str) -> None:
+        data = self.load()
+        data[bundle_id] = {"file": path.name, "bytes": nbytes, "sha256": sha256}
+        tmp = self.path.with_name(self.path.name + ".part")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, self.path)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class LegacyExportActivities:
+    def __init__(self, client: FullstoryClient, downloads: DownloadActivities, data_dir: str) -> None:
+        self.client = client
+        self.downloads = downloads
+        self.data_dir = data_dir
+
+    @activity.defn(name=LIST_EXPORT_BUNDLES)
+    async def list_export_bundles(self, start: int) -> list[ExportBundle]:
+        what = f"list export bundles after {start}"
+        response = await self.client.call("GET", "/api/v1/export/list", api="export", what=what,
+                                          params={"start": start})
+        body = response.body if isinstance(response.body, dict) else {}
+        try:
+            return [ExportBundle.model_validate(b) for b in body.get("exports") or []]
+        except ValidationError:
+            raise malformed_error(what, "an entry lacks Start, Stop or ID") from None
+
+    @activity.defn(name=STORE_EXPORT_BUNDLE)
+    async def store_export_bundle(self, params: StoreExportBundleParams) -> StoredBundle:
+        bundle = params.bundle
+        root = resolve_local_destination(params.destination, self.data_dir)
+        manifest = Manifest(root)
+        stored = manifest.intact(bundle.id)
+        if stored is not None:
+            activity.logger.info("bundle %s already stored intact at %s; skipping", bundle.id, stored.location)
+            return stored
+        result = await self.downloads.download_to_destination(DownloadParams.model_validate({
+            "source": {"kind": "legacy_bundle", "bundle_id": bundle.id},
+            "destination": str(root), "filename": bundle.filename(), "verify_gzip": True,
+        }))
+        manifest.record(bundle.id, Path(result.location), result.bytes, result.sha256)
+        return StoredBundle(location=result.location, bytes=result.bytes, sha256=result.sha256)
