@@ -4,7 +4,7 @@
 retryable error with `next_retry_delay` (Retry-After or capped backoff); the
 activity returns early only when the state changes or the estimate moves by
 `report_pct_step` points, so the workflow can show progress while history stays
-bounded (about a dozen returns for a whole export).
+bounded (about six returns for a whole export).
 """
 
 from __future__ import annotations

@@ -117,7 +117,7 @@ class WaitForOperationParams(BaseModel):
     known_pct: float | None = None
     checks_before: int = 0
     max_poll_seconds: float = 60.0
-    report_pct_step: float = 10.0
+    report_pct_step: float = 25.0
 
 
 class OperationSnapshot(BaseModel):

@@ -2,7 +2,7 @@
 
 The wait is one activity whose retries are the loop (durable timers that
 honour Retry-After); it returns early only when the state changes or the
-estimate moves by 10 points, so `progress` and the UI show the percentage
+estimate moves by 25 points, so `progress` and the UI show the percentage
 while history stays bounded. FAILED ends the workflow with `errorDetails`.
 """
 
