@@ -83,13 +83,17 @@ def make_workers(client: Client, fullstory: FullstoryClient, settings: Settings)
     """The main worker, and the bundle-downloads worker whose queue the server rate limits for all workers."""
     main_queue, downloads_queue = build_activities(fullstory, settings)
     task_queue = settings.fullstory_task_queue
+    # Heartbeats (page cursors, bytes downloaded) reach the server at least every second, so a worker
+    # killed mid-walk or mid-download loses about a second of work, not the default 16 s.
+    common = dict(graceful_shutdown_timeout=timedelta(seconds=20),
+                  max_heartbeat_throttle_interval=timedelta(seconds=1),
+                  default_heartbeat_throttle_interval=timedelta(seconds=1))
     return [
         Worker(client, task_queue=task_queue, workflows=WORKFLOWS, activities=main_queue,
-               max_concurrent_activities=settings.fullstory_max_concurrent_activities,
-               graceful_shutdown_timeout=timedelta(seconds=20)),
+               max_concurrent_activities=settings.fullstory_max_concurrent_activities, **common),
         Worker(client, task_queue=downloads_task_queue(task_queue), activities=downloads_queue,
                max_task_queue_activities_per_second=settings.fullstory_export_downloads_per_minute / 60.0,
-               max_concurrent_activities=4, graceful_shutdown_timeout=timedelta(seconds=20)),
+               max_concurrent_activities=4, **common),
     ]
 
 

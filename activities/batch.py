@@ -89,7 +89,7 @@ def load_requests_file(url: str) -> tuple[list[Any], dict[str, Any] | None]:
         raise _invalid(f"requests_url {str(path)!r}: expected a JSON list of objects or {{\"requests\": [...]}}")
     if not 1 <= len(data) <= MAX_BATCH_REQUESTS:
         raise _invalid(
-            f"requests_url {str(path)!r}: holds {len(data)} requests; a batch takes 1..{MAX_BATCH_REQUESTS:,}"
+            f"requests_url {str(path)!r}: holds {len(data):,} requests; a batch takes 1..{MAX_BATCH_REQUESTS:,}"
         )
     return data, shared
 

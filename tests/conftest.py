@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -78,15 +79,65 @@ async def running_worker(client: Client, base_url: str, data_dir: Path, api_key:
 class TemporalClock:
     """A simulator clock that reads the time-skipping server's time, so a 6 h job takes 6 simulated hours.
 
-    The simulator serves requests on its own threads; it asks the test's event loop (idle while the
-    activity awaits the response) for the server's current time.
+    The simulator serves requests on its own threads; they ask the test's event loop (idle while the
+    activity awaits the response) for the server's time. Calls from the loop's own thread (a test
+    adding a job) get the last time read: create it with `await TemporalClock.start(env)`.
     """
 
-    def __init__(self, env: WorkflowEnvironment) -> None:
+    def __init__(self, env: WorkflowEnvironment, now: float) -> None:
         self.env = env
         self.loop = asyncio.get_running_loop()
+        self.last = now
+
+    @classmethod
+    async def start(cls, env: WorkflowEnvironment) -> TemporalClock:
+        return cls(env, await server_time(env))
 
     def __call__(self) -> float:
+        if threading.current_thread() is threading.main_thread():
+            return self.last
         fut = asyncio.run_coroutine_threadsafe(self.env.get_current_time(), self.loop)
-        now: datetime = fut.result(timeout=10)
-        return now.timestamp()
+        self.last = fut.result(timeout=10).timestamp()
+        return self.last
+
+
+async def server_time(env: WorkflowEnvironment) -> float:
+    return (await env.get_current_time()).timestamp()
+
+
+@pytest.fixture
+def worker_factory(dev_env, sim, tmp_path):
+    """Starts real worker processes (`python worker.py`) against the dev server and the simulator."""
+    from worker_process import WorkerProcess
+
+    started: list[WorkerProcess] = []
+    task_queue = f"e2e-{uuid.uuid4().hex[:10]}"
+
+    def make(**env: str) -> WorkerProcess:
+        w = WorkerProcess(tmp_path / f"worker-{len(started)}.log", {
+            "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
+            "FULLSTORY_API_KEY": API_KEY,
+            "FULLSTORY_BASE_URL": sim.base_url,
+            "FULLSTORY_EXPORT_BASE_URL": sim.base_url,
+            "FULLSTORY_TASK_QUEUE": task_queue,
+            "FULLSTORY_DATA_DIR": str(tmp_path / "data"),
+            "LOG_LEVEL": "INFO",
+            **env,
+        })
+        started.append(w)
+        return w
+
+    make.task_queue = task_queue
+    make.started = started
+    yield make
+    for w in started:
+        w.stop()
+
+
+async def wait_until(predicate, timeout: float = 60.0, what: str = "condition") -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)

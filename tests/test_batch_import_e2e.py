@@ -4,51 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from pathlib import Path
 
 import pytest
 
-from conftest import API_KEY
-from worker_process import WorkerProcess
+from conftest import wait_until
 from workflows.models import BatchImportResult, batch_workflow_id
 
 pytestmark = pytest.mark.e2e
 
 STATUS_ROUTE = "/v2/{kind}/batch/{job_id}"
 ERRORS_ROUTE = "/v2/{kind}/batch/{job_id}/errors"
-
-
-@pytest.fixture
-def worker_factory(dev_env, sim, tmp_path):
-    started: list[WorkerProcess] = []
-    task_queue = f"e2e-{uuid.uuid4().hex[:10]}"
-
-    def make() -> WorkerProcess:
-        w = WorkerProcess(tmp_path / "worker.log", {
-            "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
-            "FULLSTORY_API_KEY": API_KEY,
-            "FULLSTORY_BASE_URL": sim.base_url,
-            "FULLSTORY_TASK_QUEUE": task_queue,
-            "FULLSTORY_DATA_DIR": str(tmp_path / "data"),
-            "LOG_LEVEL": "INFO",
-        })
-        started.append(w)
-        return w
-
-    make.task_queue = task_queue
-    yield make
-    for w in started:
-        w.stop()
-
-
-async def wait_until(predicate, timeout: float = 60.0, what: str = "condition") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def test_sigkill_mid_wait_and_mid_page_walk_loses_and_duplicates_nothing(dev_env, sim, worker_factory, tmp_path):

@@ -9,15 +9,23 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from conftest import API_KEY, TemporalClock, running_worker
+from conftest import API_KEY, TemporalClock, running_worker, server_time
 from workflows.models import BatchImportResult, batch_workflow_id, idempotency_key
 
 STATUS_ROUTE = "/v2/{kind}/batch/{job_id}"
 ERRORS_ROUTE = "/v2/{kind}/batch/{job_id}/errors"
 IMPORTS_ROUTE = "/v2/{kind}/batch/{job_id}/imports"
+
+
+
+@pytest_asyncio.fixture(autouse=True)
+async def _simulator_on_server_time(ts_env, sim):
+    """Jobs, operations and rate limits in the simulator run on the time-skipping server's clock."""
+    sim.clock = await TemporalClock.start(ts_env)
 
 
 def read_ndjson(path: str | Path) -> list[dict]:
@@ -44,8 +52,7 @@ async def failure_of(handle) -> ApplicationError:
 
 
 async def test_six_hour_job_with_an_hour_long_retry_after(ts_env, sim, tmp_path):
-    sim.clock = TemporalClock(ts_env)
-    t0 = sim.clock()
+    t0 = await server_time(ts_env)
     job_id = sim.add_batch_job(kind="events", duration=6 * 3600, imports=40, errors=3, page_size=2)
     async with running_worker(ts_env.client, sim.base_url, tmp_path) as tq:
         handle = await start(ts_env, tq, {"kind": "events", "job_id": job_id}, batch_workflow_id("events", job_id))
@@ -54,7 +61,7 @@ async def test_six_hour_job_with_an_hour_long_retry_after(ts_env, sim, tmp_path)
         sim.fault(r"/v2/events/batch/[^/]+$", kind="status", status=429, retry_after="3600")
         result = await handle.result()
     assert result.status == "FAILED" and result.imports == 40 and result.errors == 3
-    assert sim.clock() - t0 >= 6 * 3600
+    assert await server_time(ts_env) - t0 >= 6 * 3600
     assert sum(result.error_codes.values()) == 3
     # After the 429, the next status check came an hour (simulated) later, not sooner.
     status_calls = [r for r in sim.requests if r.route == STATUS_ROUTE]
@@ -152,7 +159,6 @@ async def test_transient_faults_are_retried_to_the_end(ts_env, sim, tmp_path):
 
 async def test_deadline_ends_the_wait_with_a_clear_timeout(ts_env, sim, tmp_path):
     job_id = sim.add_batch_job(kind="events", duration=10 * 3600)
-    sim.clock = TemporalClock(ts_env)
     async with running_worker(ts_env.client, sim.base_url, tmp_path) as tq:
         handle = await start(ts_env, tq, {"kind": "events", "job_id": job_id, "timeout": "PT2H"})
         err = await failure_of(handle)
@@ -161,7 +167,6 @@ async def test_deadline_ends_the_wait_with_a_clear_timeout(ts_env, sim, tmp_path
 
 async def test_progress_query_says_what_it_waits_for(ts_env, sim, tmp_path):
     job_id = sim.add_batch_job(kind="users", duration=3600)
-    sim.clock = TemporalClock(ts_env)
     async with running_worker(ts_env.client, sim.base_url, tmp_path) as tq:
         handle = await start(ts_env, tq, {"kind": "users", "job_id": job_id})
         while sim.count(route=STATUS_ROUTE) < 1:

@@ -9,14 +9,22 @@ import uuid
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from conftest import TemporalClock, running_worker
+from conftest import TemporalClock, running_worker, server_time
 from workflows.models import DataExportSyncResult
 
 GET_ROUTE = "/api/v1/export/get"
+
+
+
+@pytest_asyncio.fixture(autouse=True)
+async def _simulator_on_server_time(ts_env, sim):
+    """Jobs, operations and rate limits in the simulator run on the time-skipping server's clock."""
+    sim.clock = await TemporalClock.start(ts_env)
 
 
 async def run_chain(client, wf_id: str, first_run_id: str) -> list[int]:
@@ -36,7 +44,6 @@ def stored_files(root: Path) -> list[Path]:
 
 
 async def test_sixty_bundles_at_two_a_minute_continue_as_new_and_end_at_the_last_stop(ts_env, sim, tmp_path):
-    sim.clock = TemporalClock(ts_env)
     sim.legacy_burst, sim.legacy_per_minute = 2, 2
     ids = sim.add_bundles(60, size=4096, start=1_700_000_000, span=3600)
     dest = tmp_path / "bundles"
@@ -45,7 +52,7 @@ async def test_sixty_bundles_at_two_a_minute_continue_as_new_and_end_at_the_last
         handle = await ts_env.client.start_workflow(
             "DataExportSyncWorkflow", {"start": 1_699_000_000, "destination": str(dest), "bundles_per_run": 25},
             id=wf_id, task_queue=tq, result_type=DataExportSyncResult)
-        t0 = sim.clock()
+        t0 = await server_time(ts_env)
         result = await handle.result()
     assert result.cursor == 1_700_000_000 + 60 * 3600 and result.bundles == 60
     assert result.bytes == 60 * 4096
@@ -55,7 +62,7 @@ async def test_sixty_bundles_at_two_a_minute_continue_as_new_and_end_at_the_last
         name = f"{1_700_000_000 + i * 3600}-{1_700_000_000 + (i + 1) * 3600}-{bundle_id}.json.gz"
         assert hashlib.sha256((dest / name).read_bytes()).hexdigest() == sim.bundle_sha256(bundle_id)
     assert sim.count(route=GET_ROUTE) - sim.legacy_429s == 60  # each bundle downloaded once
-    assert sim.clock() - t0 >= 29 * 60  # 60 downloads at 2/minute after a burst of 2
+    assert await server_time(ts_env) - t0 >= 29 * 60  # 60 downloads at 2/minute after a burst of 2
     sizes = await run_chain(ts_env.client, wf_id, handle.first_execution_run_id)
     assert len(sizes) >= 3 and max(sizes) < 250, sizes
 
@@ -72,8 +79,7 @@ async def test_stop_finishes_at_the_cursor(ts_env, sim, tmp_path):
 
 
 async def test_follow_picks_up_a_bundle_that_appears_later(ts_env, sim, tmp_path):
-    sim.clock = TemporalClock(ts_env)
-    now = int(sim.clock())
+    now = int(await server_time(ts_env))
     sim.add_bundles(2, size=1024, start=now - 7200, span=3600)
     async with running_worker(ts_env.client, sim.base_url, tmp_path) as tq:
         handle = await ts_env.client.start_workflow(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,13 @@ from worker import WORKFLOWS
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 
+def workflow_type(path: Path) -> str:
+    first = json.loads(path.read_text())["events"][0]
+    return first["workflowExecutionStartedEventAttributes"]["workflowType"]["name"]
+
+
 def test_there_are_recorded_histories_for_every_workflow():
-    recorded = {p.read_text().split('"workflowType":{"name":"', 1)[1].split('"', 1)[0] for p in HISTORIES}
+    recorded = {workflow_type(p) for p in HISTORIES}
     assert {w.__temporal_workflow_definition.name for w in WORKFLOWS} <= recorded
 
 

@@ -9,10 +9,11 @@ import uuid
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from conftest import API_KEY, TemporalClock, running_worker
+from conftest import API_KEY, TemporalClock, running_worker, server_time
 from workflows.models import Operation, SegmentExportResult, operation_workflow_id
 
 OP_ROUTE = "/operations/v1/{operation_id}"
@@ -26,6 +27,13 @@ EXPORT = {
 }
 
 
+
+@pytest_asyncio.fixture(autouse=True)
+async def _simulator_on_server_time(ts_env, sim):
+    """Jobs, operations and rate limits in the simulator run on the time-skipping server's clock."""
+    sim.clock = await TemporalClock.start(ts_env)
+
+
 async def failure_of(handle) -> ApplicationError:
     with pytest.raises(WorkflowFailureError) as info:
         await handle.result()
@@ -34,15 +42,14 @@ async def failure_of(handle) -> ApplicationError:
 
 
 async def test_three_hour_export_completes_with_small_history(ts_env, sim, tmp_path):
-    sim.clock = TemporalClock(ts_env)
-    t0 = sim.clock()
+    t0 = await server_time(ts_env)
     sim.export_defaults.update(duration=3 * 3600, size=3 << 20, progress_steps=5)
     async with running_worker(ts_env.client, sim.base_url, tmp_path) as tq:
         handle = await ts_env.client.start_workflow(
             "SegmentExportWorkflow", {**EXPORT, "destination": str(tmp_path / "out")},
             id=f"export-{uuid.uuid4().hex}", task_queue=tq, result_type=SegmentExportResult)
         result = await handle.result()
-    assert sim.clock() - t0 >= 3 * 3600
+    assert await server_time(ts_env) - t0 >= 3 * 3600
     path = Path(result.location)
     assert path.exists() and path.stat().st_size == result.bytes == 3 << 20
     assert result.sha256 == hashlib.sha256(path.read_bytes()).hexdigest() == sim.file_sha256(result.operation_id)
@@ -56,7 +63,6 @@ async def test_three_hour_export_completes_with_small_history(ts_env, sim, tmp_p
 
 
 async def test_operation_workflow_reports_percent_and_returns_the_operation(ts_env, sim, tmp_path):
-    sim.clock = TemporalClock(ts_env)
     op_id = sim.add_operation(duration=2 * 3600, progress_steps=4)
     async with running_worker(ts_env.client, sim.base_url, tmp_path) as tq:
         handle = await ts_env.client.start_workflow(
@@ -115,7 +121,6 @@ async def test_download_url_results_shape_is_supported(ts_env, sim, tmp_path):
 
 
 async def test_operation_deadline_is_a_clear_timeout(ts_env, sim, tmp_path):
-    sim.clock = TemporalClock(ts_env)
     op_id = sim.add_operation(duration=10 * 3600)
     async with running_worker(ts_env.client, sim.base_url, tmp_path) as tq:
         handle = await ts_env.client.start_workflow("OperationWorkflow", {"operation_id": op_id, "timeout": "PT1H"},

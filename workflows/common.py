@@ -7,7 +7,7 @@ from typing import Any, NoReturn, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, TimeoutType
+from temporalio.exceptions import ActivityError, ApplicationError, RetryState, TimeoutError, TimeoutType
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ValidationError
@@ -35,8 +35,12 @@ def raise_activity_failure(err: ActivityError, timeout_message: str, timeout_typ
     `timeout_type` with `timeout_message`.
     """
     cause = err.cause
-    if isinstance(cause, TimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_CLOSE:
-        last = cause.cause.message if cause.cause else None
+    # The deadline shows either as a schedule-to-close timeout, or (when the next retry would land past
+    # it) as the last attempt's failure with retry state TIMEOUT.
+    timed_out = isinstance(cause, TimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_CLOSE
+    if timed_out or err.retry_state == RetryState.TIMEOUT:
+        inner = cause.cause if isinstance(cause, TimeoutError) else cause
+        last = inner.message if isinstance(inner, ApplicationError) else None
         raise ApplicationError(
             timeout_message + (f" (last check: {last})" if last else ""), type=timeout_type, non_retryable=True
         ) from err
