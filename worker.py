@@ -114,6 +114,8 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
             from simulator import Simulator
 
             sim = stack.enter_context(Simulator(api_key=SIMULATOR_KEY))
+            # Demo flavour: jobs take a few seconds and have a few failed records to collect.
+            sim.batch_defaults.update(duration=5.0, errors=3)
             api_key = SIMULATOR_KEY
             settings = settings.model_copy(update={"fullstory_base_url": sim.base_url,
                                                    "fullstory_export_base_url": sim.base_url})

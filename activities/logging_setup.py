@@ -82,5 +82,10 @@ def configure_logging(level: str = "INFO", json_output: bool | None = None) -> N
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Workflow/activity ids go in fields (see _temporal_context), not appended to every message.
+    from temporalio import activity, workflow
+
+    activity.logger.activity_info_on_message = False
+    workflow.logger.workflow_info_on_message = False
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)

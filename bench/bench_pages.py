@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import API_KEY, PeakRss, Simulator, dev_server, mib, worker_process
+from common import API_KEY, PeakRss, Simulator, dev_server, mib, run, worker_process
 
 from workflows.models import BatchImportResult, batch_workflow_id
 
@@ -42,4 +42,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run(main())

@@ -86,3 +86,14 @@ class PeakRss:
 
 def mib(n: float) -> str:
     return f"{n / (1 << 20):.1f} MiB"
+
+
+def run(main_coro) -> None:
+    """asyncio.run, then a hard exit: the Temporal core runtime can abort at interpreter teardown."""
+    import asyncio
+    import os
+
+    asyncio.run(main_coro)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

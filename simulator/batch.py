@@ -9,7 +9,7 @@ import string
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from .protocol import Request, Response, error, json_response, rfc3339
 from .routing import ANY_KEY, Router
@@ -36,7 +36,7 @@ class BatchJob:
     final_status: str
     error_codes: tuple[str, ...]
     retry_after_while_processing: str | None
-    clock: Any  # the simulator, for its clock
+    clock: Callable[[], float]  # the simulator's clock_now, so swapping sim.clock applies to old jobs too
 
     @property
     def finished(self) -> float:

@@ -15,6 +15,7 @@ import json
 import random
 import struct
 import threading
+import time
 import zlib
 from array import array
 from bisect import bisect_right
@@ -104,7 +105,6 @@ def make_rows(block: int, count: int) -> list[str]:
 
 
 def _iso(seconds: int) -> str:
-    import time
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
@@ -227,8 +227,9 @@ class GzipFile:
             index, first = (self.seed + j) % BLOCKS, j == 0
             block = get_block(self.fmt, index, first)
             data = full_member(self.fmt, index, first)
-            min_tail = member_size(block, 1, len(last_end))  # the tail holds at least one row when it can
-            if self.size - off - len(data) < min_tail:
+            # Add it only if the tail after it (the next block) can still hold a row; else this is the tail.
+            after = get_block(self.fmt, (self.seed + j + 1) % BLOCKS, False)
+            if self.size - off - len(data) < member_size(after, 1, len(last_end)):
                 break
             slot = names.setdefault((index, first), len(self.members))
             if slot == len(self.members):
@@ -271,7 +272,8 @@ class GzipFile:
             send(memoryview(data)[pos - base: stop - base])
             pos = stop
 
-    def iter_bytes(self, start: int = 0, end: int | None = None):
+    def iter_bytes(self, start: int = 0, end: int | None = None) -> list[memoryview]:
+        """The bytes [start, end) as views of shared buffers (for tests and small files)."""
         chunks: list[memoryview] = []
         self.write(chunks.append, start, self.size if end is None else end)
         return chunks

@@ -99,7 +99,9 @@ class SimulatorHandler(BaseHTTPRequestHandler):
 
     def authorize(self, access: str, req: Request) -> Response | None:
         auth = req.headers.get("authorization")
-        if access == NO_AUTH:
+        if access == NO_AUTH:  # the control API: loopback callers only
+            if self.client_address[0] not in ("127.0.0.1", "::1"):
+                return error(403, "the /_sim/ control API answers loopback callers only")
             return None
         if access == STORAGE:
             if auth is not None:
@@ -139,8 +141,6 @@ class SimulatorHandler(BaseHTTPRequestHandler):
             for name, value in headers.items():
                 self.send_header(name, value)
             self.send_header("Content-Length", str(length))
-            if resp.reset_after is not None:
-                self.send_header("Connection", "keep-alive")
             self.end_headers()
             if req.method != "HEAD":
                 self.write_body(resp, body)
@@ -156,7 +156,6 @@ class SimulatorHandler(BaseHTTPRequestHandler):
         pace = Pacer(lambda: self.sim.storage_bytes_per_second) if resp.stream is not None else None
 
         def send(chunk: memoryview) -> None:
-            nonlocal sent
             if limit is not None and sent + len(chunk) >= limit:
                 chunk = chunk[: max(0, limit - sent)]
                 if chunk:
