@@ -86,6 +86,7 @@ async def test_follow_picks_up_a_bundle_that_appears_later(ts_env, sim, tmp_path
             "DataExportSyncWorkflow", {"start": now - 7200, "follow": True, "poll_interval": "PT1H",
                                        "destination": str(tmp_path / "f")},
             id=f"f-{uuid.uuid4().hex}", task_queue=tq)
+        result = asyncio.create_task(handle.result())  # time skips only while a result is awaited
         while len(stored_files(tmp_path / "f")) < 2:
             await asyncio.sleep(0.05)
         late = sim.add_bundles(1, size=2048, start=now, span=3600, available_at=now + 1800)
@@ -93,6 +94,8 @@ async def test_follow_picks_up_a_bundle_that_appears_later(ts_env, sim, tmp_path
             await asyncio.sleep(0.05)
         progress = await handle.query("progress")
         await handle.terminate("test done")
+        with pytest.raises(WorkflowFailureError):
+            await result
     assert any(late[0] in p.name for p in stored_files(tmp_path / "f"))
     assert progress["cursor"] >= now
 

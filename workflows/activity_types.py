@@ -8,7 +8,7 @@ tolerant: unknown fields are ignored, optional ones may be absent.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -160,3 +160,55 @@ class StoredBundle(BaseModel):
     bytes: int
     sha256: str
     skipped: bool = False  # already stored intact (per the manifest): not downloaded again
+
+
+# --- Downloads (segment exports and legacy bundles share one activity) --------------
+
+DOWNLOAD_TO_DESTINATION = "download_to_destination"
+DOWNLOAD_CORRUPT = "DownloadCorrupt"
+
+
+class SearchExportSource(BaseModel):
+    kind: Literal["search_export"] = "search_export"
+    export_id: str
+
+
+class OperationSource(BaseModel):
+    kind: Literal["operation"] = "operation"
+    operation_id: str
+
+
+class LegacyBundleSource(BaseModel):
+    kind: Literal["legacy_bundle"] = "legacy_bundle"
+    bundle_id: str
+
+    @field_validator("bundle_id", mode="before")
+    @classmethod
+    def _id_text(cls, v: Any) -> str:
+        return str(v)
+
+
+class UrlSource(BaseModel):
+    kind: Literal["url"] = "url"
+    url: str
+
+
+DownloadSource = Annotated[
+    SearchExportSource | OperationSource | LegacyBundleSource | UrlSource, Field(discriminator="kind")
+]
+
+
+class DownloadParams(BaseModel):
+    source: DownloadSource
+    destination: str | None = None
+    subdir: str | None = None
+    filename: str | None = None  # final name; else Content-Disposition (sanitised); else from the source
+    verify_gzip: bool = True
+
+
+class DownloadResult(BaseModel):
+    location: str
+    bytes: int
+    sha256: str
+    content_type: str | None = None
+    filename: str
