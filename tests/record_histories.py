@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
-from conftest import API_KEY, VENV_BIN, running_worker  # noqa: E402
+from conftest import API_KEY, VENV_BIN, TemporalClock, running_worker  # noqa: E402
 from simulator import Simulator  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "histories"
@@ -32,7 +32,7 @@ async def record(env: WorkflowEnvironment, sim: Simulator, name: str, workflow: 
         try:
             await handle.result()
         except Exception as e:  # failures are histories worth replaying too
-            print(f"{name}: ended with {type(e).__name__}")
+            print(f"{name}: ended with {type(e).__name__}: {getattr(e, 'cause', e)}")
         history = await handle.fetch_history()
     (OUT / f"{name}.json").write_text(history.to_json())
     print(f"{name}: {len(history.events)} events")
@@ -45,6 +45,7 @@ async def main() -> None:
     try:
         with Simulator(api_key=API_KEY) as sim, tempfile.TemporaryDirectory() as tmp:
             data = Path(tmp)
+            sim.clock = await TemporalClock.start(env)
             job = sim.add_batch_job(kind="events", duration=300, imports=10, errors=7, page_size=3)
             await record(env, sim, "batch_import_watch_failed", "BatchImportWorkflow",
                          {"kind": "events", "job_id": job, "collect_imports": True}, data)
@@ -53,6 +54,18 @@ async def main() -> None:
                          {"kind": "users", "requests": [{"uid": f"u{i}"} for i in range(5)]}, data)
             await record(env, sim, "batch_import_not_found", "BatchImportWorkflow",
                          {"kind": "users", "job_id": "missing="}, data)
+            op = sim.add_operation(duration=0, size=4096)
+            await record(env, sim, "operation_completed", "OperationWorkflow", {"operation_id": op}, data)
+            sim.export_defaults.update(duration=0, size=8192)
+            await record(env, sim, "segment_export_create", "SegmentExportWorkflow",
+                         {"segment_id": "everyone", "time_range": {"start": "2026-11-01T00:00:00Z",
+                                                                   "end": "2026-11-02T00:00:00Z"},
+                          "destination": str(data / "exports")}, data)
+            failed = sim.add_operation(duration=0, final_state="FAILED", error_details="too big")
+            await record(env, sim, "segment_export_failed", "SegmentExportWorkflow", {"operation_id": failed}, data)
+            sim.add_bundles(5, size=2048, start=1_700_000_000, span=600)
+            await record(env, sim, "data_export_sync_continue_as_new", "DataExportSyncWorkflow",
+                         {"start": 1_700_000_000, "bundles_per_run": 3, "destination": str(data / "bundles")}, data)
     finally:
         await env.shutdown()
 
