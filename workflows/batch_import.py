@@ -26,8 +26,8 @@ with workflow.unsafe.imports_passed_through():
         CreateBatchJobParams,
         WaitForBatchJobParams,
     )
-    from workflows.common import ProgressTracker, parse_input, poll_retry, run_activity
-    from workflows.models import BatchImportInput, BatchImportResult, Progress, idempotency_key
+    from workflows.common import ProgressWorkflow, parse_input, poll_retry, run_activity
+    from workflows.models import BatchImportInput, BatchImportResult, idempotency_key
 
 CREATE_TIMEOUT = timedelta(minutes=3)  # uploads up to 50,000 items
 # A page walk: heartbeats every ~2 s; a dead worker's walk moves on within the heartbeat timeout.
@@ -36,14 +36,7 @@ WALK_TIMEOUT = timedelta(hours=6)
 
 
 @workflow.defn(name="BatchImportWorkflow")
-class BatchImportWorkflow:
-    def __init__(self) -> None:
-        self._tracker = ProgressTracker()
-
-    @workflow.query(name="progress")
-    def progress(self) -> Progress:
-        return self._tracker.progress
-
+class BatchImportWorkflow(ProgressWorkflow):
     @workflow.run
     async def run(self, input: dict[str, Any]) -> BatchImportResult:
         args = parse_input(BatchImportInput, input)

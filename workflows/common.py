@@ -64,6 +64,17 @@ class ProgressTracker:
         workflow.set_current_details(f"**{phase}**: {detail}")
 
 
+class ProgressWorkflow:
+    """Base of every workflow here: one ProgressTracker and the `progress` query that reads it."""
+
+    def __init__(self) -> None:
+        self._tracker = ProgressTracker()
+
+    @workflow.query(name="progress")
+    def progress(self) -> Progress:
+        return self._tracker.progress
+
+
 def remaining(deadline: Any, floor: timedelta = timedelta(seconds=1)) -> timedelta:
     """Time left until `deadline` (a workflow-time datetime), never below `floor`."""
     return max(deadline - workflow.now(), floor)

@@ -23,8 +23,8 @@ with workflow.unsafe.imports_passed_through():
         StoreExportBundleParams,
         StoredBundle,
     )
-    from workflows.common import ProgressTracker, parse_input, run_activity
-    from workflows.models import DataExportSyncInput, DataExportSyncResult, Progress
+    from workflows.common import ProgressWorkflow, parse_input, run_activity
+    from workflows.models import DataExportSyncInput, DataExportSyncResult
 
 BUNDLE_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
 BUNDLE_ATTEMPT_TIMEOUT = timedelta(hours=6)
@@ -41,14 +41,7 @@ def iso(unix: int) -> str:
 
 
 @workflow.defn(name="DataExportSyncWorkflow")
-class DataExportSyncWorkflow:
-    def __init__(self) -> None:
-        self._tracker = ProgressTracker()
-
-    @workflow.query(name="progress")
-    def progress(self) -> Progress:
-        return self._tracker.progress
-
+class DataExportSyncWorkflow(ProgressWorkflow):
     @workflow.run
     async def run(self, input: dict[str, Any]) -> DataExportSyncResult:
         args = parse_input(DataExportSyncInput, input)

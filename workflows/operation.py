@@ -21,8 +21,8 @@ with workflow.unsafe.imports_passed_through():
         OperationSnapshot,
         WaitForOperationParams,
     )
-    from workflows.common import ProgressTracker, parse_input, poll_retry, run_activity
-    from workflows.models import Operation, OperationInput, Progress
+    from workflows.common import ProgressWorkflow, parse_input, poll_retry, run_activity
+    from workflows.models import Operation, OperationInput
 
 from temporalio.exceptions import ApplicationError
 
@@ -64,14 +64,7 @@ async def wait_for_operation_to_end(
 
 
 @workflow.defn(name="OperationWorkflow")
-class OperationWorkflow:
-    def __init__(self) -> None:
-        self._tracker = ProgressTracker()
-
-    @workflow.query(name="progress")
-    def progress(self) -> Progress:
-        return self._tracker.progress
-
+class OperationWorkflow(ProgressWorkflow):
     @workflow.run
     async def run(self, input: dict[str, Any]) -> Operation:
         args = parse_input(OperationInput, input)

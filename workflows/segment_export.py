@@ -24,8 +24,8 @@ with workflow.unsafe.imports_passed_through():
         DownloadParams,
         DownloadResult,
     )
-    from workflows.common import ProgressTracker, parse_input, run_activity
-    from workflows.models import Progress, SegmentExportInput, SegmentExportResult, idempotency_key
+    from workflows.common import ProgressWorkflow, parse_input, run_activity
+    from workflows.models import SegmentExportInput, SegmentExportResult, idempotency_key
     from workflows.operation import wait_for_operation_to_end
 
 DOWNLOAD_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
@@ -51,14 +51,7 @@ def export_request_body(args: SegmentExportInput) -> dict[str, Any]:
 
 
 @workflow.defn(name="SegmentExportWorkflow")
-class SegmentExportWorkflow:
-    def __init__(self) -> None:
-        self._tracker = ProgressTracker()
-
-    @workflow.query(name="progress")
-    def progress(self) -> Progress:
-        return self._tracker.progress
-
+class SegmentExportWorkflow(ProgressWorkflow):
     @workflow.run
     async def run(self, input: dict[str, Any]) -> SegmentExportResult:
         args = parse_input(SegmentExportInput, input)
