@@ -23,7 +23,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities.fullstory_client import FullstoryClient, malformed_error
 from activities.heartbeat import Heartbeater, resume_details
-from activities.storage import PartFile, resolve_local_destination, safe_name
+from activities.storage import PartFile, publish, resolve_destination, safe_name
 from workflows.activity_types import (
     BATCH_JOB_NOT_FINISHED,
     COLLECT_BATCH_RECORDS,
@@ -144,14 +144,16 @@ class BatchActivities:
 
     @activity.defn(name=COLLECT_BATCH_RECORDS)
     async def collect_batch_records(self, params: CollectBatchRecordsParams) -> CollectedRecords:
-        root = resolve_local_destination(params.destination, self.data_dir)
-        final = batch_records_path(root, params.kind, params.job_id, params.which)
+        dest = resolve_destination(params.destination, self.data_dir)
+        final = batch_records_path(dest.local, params.kind, params.job_id, params.which)
         part = PartFile(final)
         if final.exists() and not part.part.exists():
             # A previous attempt finished and renamed, but its completion was lost: report what is there.
             with final.open("rb") as fh:
                 records, codes = _count_lines(fh)
-            return CollectedRecords(location=str(final), records=records, bytes=final.stat().st_size, codes=dict(codes))
+            size = final.stat().st_size
+            return CollectedRecords(location=await publish(dest, final), records=records, bytes=size,
+                                    codes=dict(codes))
 
         cursor = resume_details(CollectCursor) or CollectCursor()
         kept = part.open(cursor.bytes)
@@ -212,7 +214,7 @@ class BatchActivities:
                 params.which, params.kind, params.job_id, reported, cursor.records,
             )
         return CollectedRecords(
-            location=str(final), records=cursor.records, bytes=cursor.bytes, codes=dict(codes),
+            location=await publish(dest, final), records=cursor.records, bytes=cursor.bytes, codes=dict(codes),
             pages=cursor.pages, total_records_reported=reported,
         )
 

@@ -34,7 +34,7 @@ from temporalio.exceptions import ApplicationError
 from activities.fullstory_client import FullstoryClient, error_from_response, error_from_transport, redact_url
 from activities.gzip_check import GzipChecker, GzipCorrupt, ThreadedGzipChecker
 from activities.heartbeat import Heartbeater, resume_details
-from activities.storage import resolve_local_destination, safe_name
+from activities.storage import publish, resolve_destination, safe_name
 from workflows.activity_types import (
     DOWNLOAD_CORRUPT,
     DOWNLOAD_TO_DESTINATION,
@@ -194,8 +194,8 @@ class DownloadActivities:
 
     @activity.defn(name=DOWNLOAD_TO_DESTINATION)
     async def download_to_destination(self, params: DownloadParams) -> DownloadResult:
-        root = resolve_local_destination(params.destination, self.data_dir)
-        directory = root / safe_name(params.subdir) if params.subdir else root
+        dest = resolve_destination(params.destination, self.data_dir)
+        directory = dest.local / safe_name(params.subdir) if params.subdir else dest.local
         directory.mkdir(parents=True, exist_ok=True)
         info = activity.info()
         part = directory / f".{safe_name(info.workflow_id, 80)}-{safe_name(info.activity_id, 40)}.part"
@@ -204,7 +204,10 @@ class DownloadActivities:
         if cursor is not None and cursor.part == str(part) and part.exists() and part.stat().st_size >= cursor.bytes_done:
             keep = cursor.bytes_done
         async with Heartbeater() as heartbeater:
-            return await self.download(params, part, directory, keep, heartbeater)
+            result = await self.download(params, part, directory, keep, heartbeater)
+        if dest.remote is not None:
+            result.location = await publish(dest, Path(result.location))
+        return result
 
     async def download(self, params: DownloadParams, part: Path, directory: Path, keep: int,
                        heartbeater: Heartbeater | None = None) -> DownloadResult:
