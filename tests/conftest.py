@@ -28,9 +28,13 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 
-@pytest_asyncio.fixture(scope="session")
+@pytest_asyncio.fixture(scope="module")
 async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
-    """The time-skipping test server: hours of timers take milliseconds."""
+    """The time-skipping test server: hours of timers take milliseconds.
+
+    One per test module: its clock is shared by everything on it, so a module's leftovers
+    (a terminated follow-mode sync, say) never slow another module's skipping.
+    """
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(VENV_BIN / "temporal-test-server"),
         data_converter=pydantic_data_converter,

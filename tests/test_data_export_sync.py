@@ -93,7 +93,8 @@ async def test_follow_picks_up_a_bundle_that_appears_later(ts_env, sim, tmp_path
         while len(stored_files(tmp_path / "f")) < 3:
             await asyncio.sleep(0.05)
         progress = await handle.query("progress")
-        await handle.terminate("test done")
+        # The latest run (it may have continued as new), not the first one.
+        await ts_env.client.get_workflow_handle(handle.id).terminate("test done")
         with pytest.raises(WorkflowFailureError):
             await result
     assert any(late[0] in p.name for p in stored_files(tmp_path / "f"))
