@@ -1,15 +1,19 @@
 """The one download activity, shared by segment exports and legacy bundles.
 
-- streams to `<dir>/.<activity>.part` in 1 MiB chunks (flat memory), writing and
-  hashing on a worker thread while the next chunk arrives, the gzip check on
-  another thread; heartbeats the bytes on disk;
-- a new attempt after a crash keeps the part, re-hashes it and asks for the
-  rest with `Range: bytes=N-`; a 200 instead of 206 restarts cleanly from 0;
+- streams to `<dir>/.<workflow>-<activity>.part` in 1 MiB chunks (flat memory):
+  the event loop reads the next chunk while a writer thread writes and hashes
+  the last one and a child process checks the gzip stream (gzip_check.py);
+  heartbeats the bytes on disk;
+- a new attempt after a crash keeps the part, re-hashes (and re-checks) it and
+  asks for the rest with `Range: bytes=N-`; a 200 instead of 206 restarts
+  cleanly from 0; a 416 for a part that is already whole just finishes it;
 - an expired signed URL (403/404 from the storage host, or `expires` passed)
   is fetched anew from its source and the download carries on;
-- connection resets and timeouts mid-body are retried within the attempt;
+- connection resets and timeouts mid-body are retried within the attempt from
+  the current offset (a few times in a row without progress, then Temporal's
+  retry takes over and resumes from the heartbeat);
 - verifies the length and the gzip stream, then fsync + atomic rename: a file
-  under its final name is always complete.
+  under its final name is always complete, and never replaces a different one.
 Storage hosts never get the Fullstory Authorization header; signed URLs are
 logged and reported without their query string.
 """
@@ -21,9 +25,11 @@ import hashlib
 import os
 import re
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
 from urllib.parse import quote, unquote, urlsplit
 
 import httpx
@@ -32,7 +38,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.fullstory_client import FullstoryClient, error_from_response, error_from_transport, redact_url
-from activities.gzip_check import GzipChecker, GzipCorrupt, ThreadedGzipChecker
+from activities.gzip_check import GzipChecker, GzipCorrupt, start_checker
 from activities.heartbeat import Heartbeater, resume_details
 from activities.storage import publish, resolve_destination, safe_name
 from workflows.activity_types import (
@@ -47,9 +53,12 @@ from workflows.activity_types import (
 )
 
 CHUNK = 1 << 20
-MAX_URL_REFRESHES = 5
-MAX_TRANSIENT_RETRIES = 5
+MAX_URL_REFRESHES = 5  # fresh URLs in a row without a byte of progress
+MAX_TRANSIENT_RETRIES = 5  # resets/timeouts in a row without a byte of progress
 EXPIRY_MARGIN_SECONDS = 5.0
+RETRY_BACKOFF_SECONDS = 0.2  # doubled per retry in a row, capped at 5 s
+HEARTBEAT_EVERY_SECONDS = 1.0  # per chunk would be 500 heartbeats/s on loopback
+STORAGE_HINT = "the storage host refused the download URL"
 
 
 @dataclass
@@ -57,6 +66,9 @@ class Location:
     url: str
     authenticated: bool  # legacy bundles come from Fullstory's own host with the key; signed URLs never do
     expires: float | None = None
+
+    def expired(self) -> bool:
+        return self.expires is not None and self.expires - EXPIRY_MARGIN_SECONDS <= time.time()
 
 
 class DownloadCursor(BaseModel):
@@ -94,31 +106,40 @@ def _parse_expires(value: object) -> float | None:
         return None
 
 
+class _Budget:
+    """Retries allowed in a row without progress: a long download may need many, a stuck one only a few."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used, self.mark = limit, 0, -1
+
+    def spend(self, offset: int) -> bool:
+        if offset > self.mark:
+            self.used, self.mark = 0, offset
+        self.used += 1
+        return self.used <= self.limit
+
+
 class _Sink:
-    """File writes, sha256 and gzip feeding: run on a worker thread, one chunk at a time, in order."""
+    """File writes, sha256 and gzip feeding; runs on the download's writer thread, one chunk at a time, in order."""
 
     def __init__(self, part: Path, keep: int, verify_gzip: bool) -> None:
         self.part = part
         self.verify_gzip = verify_gzip
+        keep = min(keep, part.stat().st_size) if keep and part.exists() else 0  # never pad a short part
         self.sha = hashlib.sha256()
-        self.checker = ThreadedGzipChecker() if verify_gzip else None
+        self.checker = start_checker() if verify_gzip else None
         # Unbuffered: what a heartbeat claims is on disk (in the OS) is really there when the worker is killed.
         self.fh = open(part, "r+b" if keep else "wb", buffering=0)
         self.fh.truncate(keep)
         # Resuming: the hash and the gzip check must see the bytes already on disk first.
-        self.fh.seek(0)
-        left = keep
-        while left:
-            chunk = self.fh.read(min(CHUNK, left))
-            if not chunk:
-                break
-            left -= len(chunk)
+        self.size = 0
+        while self.size < keep and (chunk := self.fh.read(min(CHUNK, keep - self.size))):
             self._digest(chunk)
-        self.fh.seek(keep)
-        self.size = keep
+            self.size += len(chunk)
+        self.fh.seek(self.size)
 
     def _digest(self, chunk: bytes) -> None:
-        self.sha.update(chunk)
+        self.sha.update(chunk)  # SHA-NI: ~2 GB/s, releases the GIL; measured no faster on a thread of its own
         if self.checker is not None:
             self.checker.feed(chunk)
 
@@ -128,17 +149,16 @@ class _Sink:
         self.size += len(chunk)
 
     def restart(self) -> None:
-        """The server ignored Range: start the file, the hash and the check over."""
+        """The server ignored Range (or the part was longer than the file): start file, hash and check over."""
         if self.checker is not None:
             self.checker.abandon()
-        self.checker = ThreadedGzipChecker() if self.verify_gzip else None
+        self.checker = start_checker() if self.verify_gzip else None
         self.sha = hashlib.sha256()
         self.fh.seek(0)
         self.fh.truncate(0)
         self.size = 0
 
     def finish(self) -> None:
-        self.fh.flush()
         os.fsync(self.fh.fileno())
         self.fh.close()
         if self.checker is not None:
@@ -204,27 +224,40 @@ class DownloadActivities:
         if cursor is not None and cursor.part == str(part) and part.exists() and part.stat().st_size >= cursor.bytes_done:
             keep = cursor.bytes_done
         async with Heartbeater() as heartbeater:
-            result = await self.download(params, part, directory, keep, heartbeater)
+            beat = lambda size: heartbeater.update(DownloadCursor(part=str(part), bytes_done=size))  # noqa: E731
+            result = await self.download(params, part, directory, keep, beat)
         if dest.remote is not None:
             result.location = await publish(dest, Path(result.location))
         return result
 
-    async def download(self, params: DownloadParams, part: Path, directory: Path, keep: int,
-                       heartbeater: Heartbeater | None = None) -> DownloadResult:
-        """The core, callable without Temporal: download `params.source` into `directory` via `part`."""
+    async def download(self, params: DownloadParams, part: Path, directory: Path, keep: int = 0,
+                       heartbeat: Callable[[int], None] | None = None) -> DownloadResult:
+        """The core, callable without Temporal: download `params.source` into `directory` via `part`.
+
+        `keep`: bytes of an existing `part` to resume from. `heartbeat(bytes_on_disk)` is called
+        at most every HEARTBEAT_EVERY_SECONDS and once more at the end.
+        """
+        beat = _Throttled(heartbeat)
+        beat(keep, force=True)  # re-hashing a big kept part takes a while: keep the resume point meanwhile
+        source = params.source
+        writer = ThreadPoolExecutor(1, thread_name_prefix="download-writer")  # one thread: writes stay in order
         loop = asyncio.get_running_loop()
-        sink = await loop.run_in_executor(None, _Sink, part, keep, params.verify_gzip)
-        if keep:
-            activity_log(f"resuming download at byte {keep} from {part.name}")
-        location = await self.locate(params.source)
-        refreshes = transient = 0
+        sink: _Sink | None = None
+        refreshes, transient = _Budget(MAX_URL_REFRESHES), _Budget(MAX_TRANSIENT_RETRIES)
+        can_refresh = isinstance(source, (SearchExportSource, OperationSource))
+        fresh = True
         total: int | None = None
         content_type: str | None = None
         served_name: str | None = None
         try:
+            sink = await loop.run_in_executor(writer, _Sink, part, keep, params.verify_gzip)
+            location = await self.locate(source)
+            if sink.size:
+                activity_log(f"resuming download of {_describe(source)} at byte {sink.size}")
             while True:
-                if location.expires is not None and location.expires - EXPIRY_MARGIN_SECONDS <= time.time():
-                    location, refreshes = await self._refresh(params.source, refreshes, "the URL's expiry passed")
+                if not fresh and location.expired():
+                    location = await self._refresh(source, refreshes, sink.size, "the URL's expiry passed")
+                fresh = False
                 headers = {"Accept-Encoding": "identity"}  # store the gzip file as served, never decoded
                 if location.authenticated:
                     headers.update(self.client.auth_headers())
@@ -232,68 +265,159 @@ class DownloadActivities:
                     headers["Range"] = f"bytes={sink.size}-"
                 what = f"download {redact_url(location.url)}"
                 try:
-                    async with self.client.http.stream("GET", location.url, headers=headers) as response:
-                        if response.status_code in (403, 404) and not location.authenticated:
+                    # Redirects: httpx drops Authorization when one leaves Fullstory's host.
+                    async with self.client.http.stream("GET", location.url, headers=headers,
+                                                       follow_redirects=True) as response:
+                        status = response.status_code
+                        if status in (403, 404) and not location.authenticated and can_refresh:
                             await response.aread()
-                            location, refreshes = await self._refresh(
-                                params.source, refreshes, f"storage answered {response.status_code}")
+                            location = await self._refresh(source, refreshes, sink.size, f"storage answered {status}")
+                            fresh = True
                             continue
-                        if response.status_code == 416 and total is not None and sink.size == total:
-                            break  # we already have every byte
+                        if status == 416 and sink.size:
+                            await response.aread()
+                            if _unsatisfied_total(response) == sink.size:
+                                total = sink.size  # a previous attempt got every byte but died before the rename
+                                break
+                            activity_log(f"{what}: Range past the end of the file; restarting from byte 0")
+                            await loop.run_in_executor(writer, sink.restart)
+                            continue
                         if not response.is_success:
                             await response.aread()
-                            raise error_from_response(response, what)
-                        if sink.size and response.status_code == 200:
-                            activity_log("server ignored Range: restarting the download from byte 0")
-                            await loop.run_in_executor(None, sink.restart)
+                            raise error_from_response(response, what, hint=None if location.authenticated else
+                                                      f"{STORAGE_HINT} (HTTP {status})")
+                        if sink.size and status == 200:
+                            activity_log(f"{what}: server ignored Range; restarting from byte 0")
+                            await loop.run_in_executor(writer, sink.restart)
                         total = _expected_total(response, sink.size)
                         content_type = response.headers.get("content-type", content_type)
                         served_name = filename_from_disposition(response.headers.get("content-disposition")) or served_name
-                        pending: asyncio.Future | None = None
-                        async for chunk in response.aiter_raw(CHUNK):
-                            if pending is not None:
-                                await pending
-                                _beat(heartbeater, part, sink.size)
-                            pending = loop.run_in_executor(None, sink.write, chunk)
-                        if pending is not None:
-                            await pending
-                            _beat(heartbeater, part, sink.size)
+                        await _pump(response, sink, writer, beat)
                 except httpx.TransportError as exc:
-                    transient += 1
-                    if transient > MAX_TRANSIENT_RETRIES:
+                    if not transient.spend(sink.size):
                         raise error_from_transport(exc, what) from None
-                    activity_log(f"{what}: {type(exc).__name__} at byte {sink.size}; retrying ({transient})")
-                    await asyncio.sleep(min(0.2 * 2 ** transient, 5.0))
+                    activity_log(f"{what}: {type(exc).__name__} at byte {sink.size}; retrying ({transient.used})")
+                    await asyncio.sleep(min(RETRY_BACKOFF_SECONDS * 2 ** transient.used, 5.0))
                     continue
                 if total is not None and sink.size != total:
-                    transient += 1
-                    if transient > MAX_TRANSIENT_RETRIES:
+                    if not transient.spend(sink.size):
                         raise ApplicationError(f"{what}: body ended at byte {sink.size} of {total}; will retry",
                                                type="DownloadIncomplete")
                     continue
                 break
-            await loop.run_in_executor(None, sink.finish)
+            await loop.run_in_executor(writer, sink.finish)
         except GzipCorrupt as e:
-            sink.close()
-            part.unlink(missing_ok=True)  # never keep or resume from bytes that do not inflate
-            raise ApplicationError(f"download of {_describe(params.source)} is not a valid gzip: {e}",
+            await _discard(loop, writer, sink, part)  # never keep or resume from bytes that do not inflate
+            raise ApplicationError(f"download of {_describe(source)} is not a valid gzip: {e}",
                                    type=DOWNLOAD_CORRUPT) from None
-        except BaseException:
-            sink.close()
+        except ApplicationError as e:
+            if e.non_retryable:
+                await _discard(loop, writer, sink, part)  # no retry will resume it
+            elif sink is not None:
+                await loop.run_in_executor(writer, sink.close)
             raise
-        filename = sanitize_filename(params.filename or served_name, self.default_filename(params.source))
-        final = directory / filename
-        os.replace(part, final)
-        _beat(heartbeater, part, sink.size)
+        except BaseException:
+            if sink is not None:
+                sink.close()  # also on cancellation: the writer thread is idle (_pump waited for it)
+            raise
+        finally:
+            writer.shutdown(wait=False)
+        wanted = sanitize_filename(params.filename or served_name, self.default_filename(source))
+        final = await asyncio.to_thread(_commit, part, directory, wanted, _tag(source), sink.size,
+                                        sink.sha.hexdigest(), params.filename is not None)
+        beat(sink.size, force=True)
         return DownloadResult(location=str(final), bytes=sink.size, sha256=sink.sha.hexdigest(),
-                              content_type=content_type, filename=filename)
+                              content_type=content_type, filename=final.name)
 
-    async def _refresh(self, source: DownloadSource, refreshes: int, why: str) -> tuple[Location, int]:
-        if refreshes >= MAX_URL_REFRESHES:
+    async def _refresh(self, source: DownloadSource, budget: _Budget, offset: int, why: str) -> Location:
+        if not budget.spend(offset):
             raise ApplicationError(f"download of {_describe(source)}: the storage URL kept failing ({why}) "
-                                   f"after {refreshes} fresh URLs; will retry", type="DownloadUrlRejected")
-        activity_log(f"{why}: fetching a fresh download URL for {_describe(source)}")
-        return await self.locate(source), refreshes + 1
+                                   f"after {budget.limit} fresh URLs; will retry", type="DownloadUrlRejected")
+        activity_log(f"{why}: fetching a fresh download URL for {_describe(source)} (at byte {offset})")
+        return await self.locate(source)
+
+
+async def _pump(response: httpx.Response, sink: _Sink, writer: ThreadPoolExecutor, beat: _Throttled) -> None:
+    """Body to sink in ~1 MiB chunks: the next one arrives while the writer thread stores the last (one in flight)."""
+    pending: Future | None = None
+    pieces: list[bytes] = []
+    size = 0
+
+    async def submit() -> None:
+        nonlocal pending, pieces, size
+        if pending is not None:
+            await asyncio.wrap_future(pending)
+            beat(sink.size)
+        pending = writer.submit(sink.write, b"".join(pieces))
+        pieces, size = [], 0
+
+    try:
+        async for piece in response.aiter_raw():  # raw: the gzip bytes as served, never decoded
+            pieces.append(piece)
+            size += len(piece)
+            if size >= CHUNK:
+                await submit()
+        if pieces:
+            await submit()
+    except httpx.TransportError:
+        if pieces:
+            await submit()  # bytes received before a reset are good: keep them, resume after them
+        raise
+    finally:
+        if pending is not None:
+            # The write in flight lands before anyone reads sink.size or closes the file (even when cancelled).
+            if not pending.done():
+                await asyncio.wait([asyncio.wrap_future(pending)])
+            if not pending.cancelled():
+                pending.result()  # its error (GzipCorrupt, disk full) outranks a reset of the connection
+    beat(sink.size)
+
+
+async def _discard(loop: asyncio.AbstractEventLoop, writer: ThreadPoolExecutor, sink: _Sink | None, part: Path) -> None:
+    if sink is not None:
+        await loop.run_in_executor(writer, sink.close)
+    part.unlink(missing_ok=True)
+
+
+def _commit(part: Path, directory: Path, wanted: str, tag: str, size: int, sha256: str, overwrite: bool) -> Path:
+    """Rename the complete part to its final name (atomic); never over a different file unless the caller named it."""
+    final = directory / wanted
+    if not overwrite:
+        stem, dot, ext = wanted.partition(".")
+        n = 1
+        while final.exists() and not _same_file(final, size, sha256):
+            # Two exports served under one name ("export.ndjson.gz"): keep both.
+            final = directory / f"{stem}-{tag}{'' if n == 1 else f'-{n}'}{dot}{ext}"
+            n += 1
+    os.replace(part, final)
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # the rename itself survives a power cut
+    finally:
+        os.close(fd)
+    return final
+
+
+def _same_file(path: Path, size: int, sha256: str) -> bool:
+    """The same bytes already stored (an earlier attempt renamed it, then died): replace it, no duplicate."""
+    if path.stat().st_size != size:
+        return False
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest() == sha256
+
+
+class _Throttled:
+    def __init__(self, heartbeat: Callable[[int], None] | None) -> None:
+        self.heartbeat, self.last = heartbeat, 0.0
+
+    def __call__(self, size: int, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.heartbeat is not None and (force or now - self.last >= HEARTBEAT_EVERY_SECONDS):
+            self.last = now
+            self.heartbeat(size)
 
 
 def _expected_total(response: httpx.Response, offset: int) -> int | None:
@@ -307,9 +431,20 @@ def _expected_total(response: httpx.Response, offset: int) -> int | None:
     return int(length) if length and length.isdigit() else None
 
 
-def _beat(heartbeater: Heartbeater | None, part: Path, size: int) -> None:
-    if heartbeater is not None:
-        heartbeater.update(DownloadCursor(part=str(part), bytes_done=size))
+def _unsatisfied_total(response: httpx.Response) -> int | None:
+    """The file size from a 416's `Content-Range: bytes */N`."""
+    m = re.match(r"bytes \*/(\d+)", response.headers.get("content-range", ""))
+    return int(m.group(1)) if m else None
+
+
+def _tag(source: DownloadSource) -> str:
+    if isinstance(source, SearchExportSource):
+        return safe_name(source.export_id, 60)
+    if isinstance(source, OperationSource):
+        return safe_name(source.operation_id, 60)
+    if isinstance(source, LegacyBundleSource):
+        return safe_name(source.bundle_id, 60)
+    return hashlib.sha256(source.url.encode()).hexdigest()[:12]
 
 
 def _describe(source: DownloadSource) -> str:

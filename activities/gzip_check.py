@@ -1,14 +1,24 @@
-"""Gzip integrity checked while the bytes stream in, on its own thread.
+"""Gzip integrity checked while the bytes stream in, beside the download.
 
 Decompresses and discards, member after member (a concatenation of gzip
-members is a valid gzip file). Uses the fastest inflater that is installed:
-ISA-L (`isal`), else zlib-ng, else the standard zlib; all release the GIL,
-so the check runs beside the download instead of after it.
+members is a valid gzip file), with the fastest inflater installed: ISA-L
+(`isal`), else zlib-ng, else the standard zlib.
+
+The check runs in a child process fed through a pipe, not in a thread: these
+inflaters drop and re-take the GIL for every output block, so beside a busy
+event loop a thread crawls (measured here: ISA-L 149 MiB/s alone, 4 MiB/s next
+to one busy Python thread). A pipe write drops the GIL once per chunk, the
+child has a core of its own, and a full pipe holds the writer back (flat
+memory). If no child can be started, a thread does the check instead.
+
+    python activities/gzip_check.py < file.gz     # the child; also a CLI check
 """
 
 from __future__ import annotations
 
 import queue
+import subprocess
+import sys
 import threading
 
 try:
@@ -26,6 +36,8 @@ except ImportError:  # pragma: no cover - depends on what is installed
         LIBRARY = "zlib"
 
 GZIP_WBITS = 31
+MAX_OUT = 1 << 20  # output per call: flat memory; measured fastest (1 MiB beats 8 MiB by ~15%: cache-sized)
+PIPE_SIZE = 1 << 20  # Linux default pipe-max-size; fewer wake-ups than the 64 KiB default
 _DONE = object()
 
 
@@ -48,10 +60,9 @@ class GzipChecker:
         data = chunk
         while data:
             try:
-                # Bounded output per call keeps memory flat on highly compressible data.
-                self._d.decompress(data, 8 << 20)
+                self._d.decompress(data, MAX_OUT)
                 while self._d.unconsumed_tail and not self._d.eof:
-                    self._d.decompress(self._d.unconsumed_tail, 8 << 20)
+                    self._d.decompress(self._d.unconsumed_tail, MAX_OUT)
             except _zlib.error as e:
                 raise GzipCorrupt(f"gzip data is corrupt at about byte {self.compressed}: {e}") from None
             if self._d.eof and self._d.unused_data:
@@ -66,8 +77,54 @@ class GzipChecker:
             raise GzipCorrupt(f"gzip stream is truncated after {self.compressed} bytes (member {self.members} has no end)")
 
 
+class ProcessGzipChecker:
+    """A GzipChecker in a child process. `feed` blocks while the child is behind: call it off the event loop."""
+
+    library = LIBRARY
+
+    def __init__(self) -> None:
+        # The child reads stdin until EOF, so it also ends by itself if this worker dies.
+        # -P: this file's directory (activities/) is not put on the child's sys.path, so nothing there shadows stdlib.
+        self._proc = subprocess.Popen([sys.executable, "-P", __file__], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+        try:
+            import fcntl
+
+            fcntl.fcntl(self._proc.stdin.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
+        except (ImportError, OSError):
+            pass  # not Linux, or a lower pipe-max-size: the default pipe works too
+        self.compressed = 0
+        self.members = 0
+
+    def feed(self, chunk: bytes) -> None:
+        view = memoryview(chunk)
+        try:
+            while view:
+                view = view[self._proc.stdin.write(view):]
+        except BrokenPipeError:
+            self.finish()  # the child stopped early: it found corrupt data (raises), or it died
+            raise RuntimeError("the gzip check process stopped reading") from None
+        self.compressed += len(chunk)
+
+    def finish(self) -> None:
+        """Wait for the child's verdict: returns when the stream is a complete gzip, else raises."""
+        out, err = self._proc.communicate()  # closes stdin: EOF tells the child the stream ended
+        verdict, _, detail = out.decode(errors="replace").strip().partition(" ")
+        if verdict == "corrupt":
+            raise GzipCorrupt(detail)
+        if verdict != "ok" or self._proc.returncode != 0:
+            raise RuntimeError(f"the gzip check process failed (exit {self._proc.returncode}): "
+                               f"{err.decode(errors='replace').strip()[-500:]}")
+        self.members = int(detail.split()[0])
+
+    def abandon(self) -> None:
+        if self._proc.returncode is None:  # not yet reaped by finish()
+            self._proc.kill()
+            self._proc.communicate()
+
+
 class ThreadedGzipChecker:
-    """Runs a GzipChecker on a thread fed through a bounded queue (flat memory)."""
+    """A GzipChecker on a thread fed through a bounded queue: the fallback when no child process can start."""
 
     library = LIBRARY
 
@@ -77,6 +134,10 @@ class ThreadedGzipChecker:
         self._error: GzipCorrupt | None = None
         self._thread = threading.Thread(target=self._run, name="gzip-check", daemon=True)
         self._thread.start()
+
+    @property
+    def members(self) -> int:
+        return self._checker.members
 
     def _run(self) -> None:
         while (chunk := self._queue.get()) is not _DONE:
@@ -88,8 +149,9 @@ class ThreadedGzipChecker:
 
     def feed(self, chunk: bytes) -> None:
         """Blocks when the checker is behind: call it from a worker thread, not the event loop."""
-        if self._error is None:
-            self._queue.put(chunk)
+        if self._error is not None:
+            raise self._error  # stop downloading bytes that can never be stored
+        self._queue.put(chunk)
 
     def finish(self) -> None:
         self._queue.put(_DONE)
@@ -102,3 +164,32 @@ class ThreadedGzipChecker:
         self._error = self._error or GzipCorrupt("abandoned")
         self._queue.put(_DONE)
         self._thread.join()
+
+
+def start_checker() -> ProcessGzipChecker | ThreadedGzipChecker:
+    """The checker to run beside a download: a child process when one can start, else a thread."""
+    try:
+        return ProcessGzipChecker()
+    except OSError:
+        return ThreadedGzipChecker()
+
+
+def _child() -> int:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the worker; we end at EOF on stdin
+    checker = GzipChecker()
+    stdin = sys.stdin.buffer.raw
+    try:
+        while chunk := stdin.read(PIPE_SIZE):
+            checker.feed(chunk)
+        checker.finish()
+    except GzipCorrupt as e:
+        print(f"corrupt {e}", flush=True)
+        return 3
+    print(f"ok {checker.members} {checker.compressed} {LIBRARY}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child())
