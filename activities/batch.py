@@ -205,6 +205,8 @@ class BatchActivities:
                         done=next_token is None,
                     )
                     heartbeater.update(cursor)
+                    self.client.metrics.records_collected.add(len(page.results), {"kind": params.kind,
+                                                                                  "which": params.which})
             part.commit()
         finally:
             part.close()

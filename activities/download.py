@@ -269,6 +269,8 @@ class DownloadActivities:
                     async with self.client.http.stream("GET", location.url, headers=headers,
                                                        follow_redirects=True) as response:
                         status = response.status_code
+                        if location.authenticated:  # Fullstory's own API (legacy bundles), not a storage host
+                            self.client.count("GET", urlsplit(location.url).path, response)
                         if status in (403, 404) and not location.authenticated and can_refresh:
                             await response.aread()
                             location = await self._refresh(source, refreshes, sink.size, f"storage answered {status}")
@@ -292,7 +294,11 @@ class DownloadActivities:
                         total = _expected_total(response, sink.size)
                         content_type = response.headers.get("content-type", content_type)
                         served_name = filename_from_disposition(response.headers.get("content-disposition")) or served_name
-                        await _pump(response, sink, writer, beat)
+                        before = sink.size
+                        try:
+                            await _pump(response, sink, writer, beat)
+                        finally:
+                            self.client.metrics.bytes_downloaded.add(max(0, sink.size - before), {"source": source.kind})
                 except httpx.TransportError as exc:
                     if not transient.spend(sink.size):
                         raise error_from_transport(exc, what) from None

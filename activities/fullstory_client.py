@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
+from activities.metrics import Metrics
 from workflows.activity_types import RESULTS_NOT_READY
 
 MAX_RETRY_AFTER = timedelta(hours=24)
@@ -179,12 +180,14 @@ class FullstoryClient:
         timeout: float = 60.0,
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 200,
+        metrics: Metrics | None = None,
     ) -> None:
         if not api_key:
             raise ValueError("a Fullstory API key is required")
         self._authorization = f"Basic {api_key}"
         self.base_url = base_url.rstrip("/")
         self.export_base_url = export_base_url.rstrip("/")
+        self.metrics = metrics or Metrics()
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
             transport=transport,
@@ -203,6 +206,16 @@ class FullstoryClient:
     def url(self, path: str, *, api: str = "api") -> str:
         base = self.export_base_url if api == "export" else self.base_url
         return f"{base}{path}"
+
+    def count(self, method: str, path: str, response: httpx.Response | None) -> timedelta | None:
+        """Count one call to Fullstory in the metrics; returns its Retry-After (honoured by the caller)."""
+        if response is None:
+            self.metrics.http_call(method, path, None, None)
+            return None
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        self.metrics.http_call(method, path, response.status_code,
+                               retry_after.total_seconds() if retry_after else None)
+        return retry_after
 
     async def call(
         self,
@@ -234,12 +247,13 @@ class FullstoryClient:
                 method, self.url(path, api=api), content=content, params=params, headers=request_headers
             )
         except httpx.TransportError as exc:
+            self.count(method, path, None)
             raise error_from_transport(exc, what) from None
+        retry_after = self.count(method, path, response)
         if response.status_code == 202 and not_ready_is_retry:
-            raise not_ready_error(what)
+            raise not_ready_error(what, retry_after or NOT_READY_DELAY)
         if not response.is_success:
             raise error_from_response(response, what)
-        retry_after = parse_retry_after(response.headers.get("retry-after"))
         if response.status_code == 204 or not response.content:
             return ApiResponse(response.status_code, None, retry_after)
         try:

@@ -16,7 +16,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities.batch import poll_delay
-from activities.fullstory_client import FullstoryClient, malformed_error
+from activities.fullstory_client import FullstoryClient, malformed_error, redact_url
 from workflows.activity_types import (
     CREATE_SEGMENT_EXPORT,
     OPERATION_NOT_FINISHED,
@@ -57,7 +57,11 @@ class OperationActivities:
         pct = op.estimate_pct_complete
         moved = pct is not None and (params.known_pct is None or pct >= params.known_pct + params.report_pct_step)
         if op.state in FINAL_STATES or op.state != params.known_state or moved:
-            return OperationSnapshot(operation=op.model_dump(mode="json"), checks=checks)
+            snapshot = op.model_dump(mode="json")
+            if isinstance(snapshot["results"].get("downloadUrl"), str):
+                # A signed URL's query is a credential: keep it out of history (the download asks for a fresh one).
+                snapshot["results"]["downloadUrl"] = redact_url(snapshot["results"]["downloadUrl"])
+            return OperationSnapshot(operation=snapshot, checks=checks)
         delay = response.retry_after or poll_delay(checks, params.max_poll_seconds)
         pct_text = f", {pct:g}% complete" if pct is not None else ""
         raise ApplicationError(

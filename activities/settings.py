@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from workflows.models import DEFAULT_TASK_QUEUE
@@ -27,10 +27,15 @@ class Settings(BaseSettings):
     fullstory_http_timeout: float = Field(default=25.0, gt=0)
     fullstory_max_concurrent_activities: int = Field(default=200, gt=0)
 
-    temporal_address: str | None = None
-    temporal_namespace: str = "default"
-    temporal_api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("temporal_api_key"))
-    temporal_ui_port: int | None = None
+    # Where the worker serves /metrics (Prometheus) and /healthz + /readyz; off when the port is unset.
+    fullstory_listen_host: str = "127.0.0.1"
+    fullstory_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    fullstory_health_port: int | None = Field(default=None, ge=1, le=65535)
+
+    # The Temporal connection itself (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TLS, profiles)
+    # is read by temporalio's envconfig: activities/temporal_connection.py.
+    temporal_ui_port: int | None = Field(default=None, ge=1, le=65535)  # the embedded dev server's UI
+    temporal_ui_url: str | None = None  # links printed by the CLI, for a cluster's own UI
 
     @field_validator("fullstory_base_url", "fullstory_export_base_url")
     @classmethod

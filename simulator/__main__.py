@@ -17,11 +17,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-key", default="test-key", help="the admin API key requests must carry")
     parser.add_argument("--job-seconds", type=float, default=3.0, help="how long created jobs and exports run")
     parser.add_argument("--job-errors", type=int, default=3, help="failed records in each created batch job")
+    parser.add_argument("--adopt-unknown-ids", action="store_true",
+                        help="demo mode: any batch job or operation id asked about exists (made up on first sight)")
     args = parser.parse_args(argv)
 
     sim = Simulator(api_key=args.api_key, host=args.host, port=args.port)
     sim.batch_defaults.update(duration=args.job_seconds, errors=args.job_errors)
     sim.export_defaults.update(duration=args.job_seconds, progress_steps=4)
+    sim.adopt_unknown_ids = args.adopt_unknown_ids
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

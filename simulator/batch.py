@@ -185,6 +185,10 @@ class BatchImports:
 
     def _job(self, req: Request) -> BatchJob | None:
         job = self.jobs.get(req.params["job_id"])
+        if job is None and self.sim.adopt_unknown_ids:
+            options = {k: v for k, v in self.sim.batch_defaults.items() if k != "kind"}
+            self.add(req.params["kind"], job_id=req.params["job_id"], **options)
+            job = self.jobs[req.params["job_id"]]
         return job if job is not None and job.kind == req.params["kind"] else None
 
     def status(self, req: Request) -> Response:

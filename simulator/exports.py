@@ -162,6 +162,8 @@ class Exports:
 
     def get_operation(self, req: Request) -> Response:
         op = self.operations.get(req.params["operation_id"])
+        if op is None and self.sim.adopt_unknown_ids:
+            op = self.operations[self.add_operation(req.params["operation_id"], **self.sim.export_defaults)]
         if op is None:
             return error(404, f"operation {req.params['operation_id']} not found")
         return json_response(self.operation_json(op, self.sim.clock_now()))

@@ -13,16 +13,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 class WorkerProcess:
-    def __init__(self, log_path: Path, env: dict[str, str]) -> None:
+    def __init__(self, log_path: Path, env: dict[str, str], cwd: Path = REPO) -> None:
         self.log_path = log_path
         self.env = env
+        self.cwd = cwd
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 
     def start(self, timeout: float = 30.0) -> WorkerProcess:
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, str(REPO / "worker.py")], cwd=REPO, env=env,
+        self.proc = subprocess.Popen([sys.executable, str(REPO / "worker.py")], cwd=self.cwd, env=env,
                                      stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
         self.starts += 1

@@ -1,0 +1,292 @@
+"""The `fullstory-jobs` command: run the worker, start workflows, read their progress and results.
+
+    fullstory-jobs worker                                 run the worker (the default)
+    fullstory-jobs demo                                   one events + one users import, results printed
+    fullstory-jobs start batch-import --kind events --job-id X
+    fullstory-jobs start segment-export --segment-id S --time-range '{"start": ..., "end": ...}'
+    fullstory-jobs start operation --operation-id OP
+    fullstory-jobs start data-export-sync --start 1700000000 --stop 1700086400
+    fullstory-jobs status WORKFLOW_ID                     the `progress` query, as JSON
+    fullstory-jobs result WORKFLOW_ID                     wait for the result, print it as JSON
+
+`start` takes one flag per input field (see `fullstory-jobs start KIND --help`)
+or the whole input as JSON with `--input` (`@file.json` reads a file); flags
+override `--input`. The input is validated here before anything is started.
+Temporal is found as the worker finds it (TEMPORAL_ADDRESS, profile TOML), or
+else at the embedded dev server a local `make run` recorded in ./.temporal/.
+Exit codes: 0 done, 1 the workflow failed, 2 bad arguments or settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import types
+import typing
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError
+
+from activities.logging_setup import configure_logging
+from activities.settings import Settings, SettingsError, load_settings
+from activities.temporal_connection import TemporalTarget, for_cli, ui_link
+from workflows.models import (
+    BatchImportInput,
+    DataExportSyncInput,
+    OperationInput,
+    SegmentExportInput,
+    batch_workflow_id,
+    data_export_sync_workflow_id,
+    describe_validation_error,
+    operation_workflow_id,
+    segment_export_workflow_id,
+)
+from workflows.ui_text import start_texts
+
+HIDDEN_FIELDS = {"bundles_so_far", "bytes_so_far"}  # carried across continue-as-new, not for callers
+
+
+@dataclass(frozen=True)
+class StartSpec:
+    command: str
+    workflow: str
+    model: type[BaseModel]
+    workflow_id: Callable[[Any], str]
+
+
+def _batch_id(args: BatchImportInput) -> str:
+    if args.job_id:
+        return batch_workflow_id(args.kind, args.job_id)
+    return f"fullstory-batch-{args.kind}-new-{uuid.uuid4().hex[:12]}"
+
+
+def _segment_export_id(args: SegmentExportInput) -> str:
+    if args.operation_id:
+        return segment_export_workflow_id(args.operation_id)
+    return f"fullstory-segment-export-new-{uuid.uuid4().hex[:12]}"
+
+
+# Deterministic ids where a natural key exists: a second start of the same job joins the first.
+START_SPECS = [
+    StartSpec("batch-import", "BatchImportWorkflow", BatchImportInput, _batch_id),
+    StartSpec("segment-export", "SegmentExportWorkflow", SegmentExportInput, _segment_export_id),
+    StartSpec("operation", "OperationWorkflow", OperationInput, lambda a: operation_workflow_id(a.operation_id)),
+    StartSpec("data-export-sync", "DataExportSyncWorkflow", DataExportSyncInput,
+              lambda a: data_export_sync_workflow_id(a.destination)),
+]
+
+
+class UsageError(Exception):
+    """Bad arguments: one line on stderr, exit 2."""
+
+
+def _is_simple(annotation: Any) -> bool:
+    """str/int/float/bool/timedelta/Literal (optionally | None): a plain flag value; anything else is JSON."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return len(args) == 1 and _is_simple(args[0])
+    if typing.get_origin(annotation) is typing.Literal:
+        return True
+    return annotation in (str, int, float, bool, timedelta)
+
+
+def _is_bool(annotation: Any) -> bool:
+    return annotation is bool
+
+
+def add_model_flags(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
+    """One --flag per input field; help from the field's description; complex fields take JSON (or @file)."""
+    for name, info in model.model_fields.items():
+        if name in HIDDEN_FIELDS:
+            continue
+        flag = "--" + name.replace("_", "-")
+        text = (info.description or "").replace("%", "%%")
+        choices = typing.get_args(info.annotation) if typing.get_origin(info.annotation) is typing.Literal else None
+        if _is_bool(info.annotation):
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif _is_simple(info.annotation):
+            parser.add_argument(flag, dest=name, default=None, choices=choices, metavar=None if choices else "VALUE",
+                                help=text)
+        else:
+            parser.add_argument(flag, dest=name, default=None, metavar="JSON",
+                                help=(text + " " if text else "") + "(JSON, or @file.json)")
+
+
+def _load_json(value: str, what: str) -> Any:
+    if value.startswith("@"):
+        try:
+            value = Path(value[1:]).read_text()
+        except OSError as e:
+            raise UsageError(f"{what}: cannot read {value[1:]}: {e.strerror}") from None
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{what}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+
+
+def build_input(spec: StartSpec, args: argparse.Namespace) -> BaseModel:
+    data: dict[str, Any] = {}
+    if args.input:
+        data = _load_json(args.input, "--input")
+        if not isinstance(data, dict):
+            raise UsageError("--input: must be a JSON object")
+    for name, info in spec.model.model_fields.items():
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if not _is_simple(info.annotation):
+            value = _load_json(value, "--" + name.replace("_", "-"))
+        data[name] = value
+    try:
+        return spec.model.model_validate(data)
+    except ValidationError as e:
+        raise UsageError(describe_validation_error(spec.model, e)) from None
+
+
+async def connect_client(target: TemporalTarget) -> Client:
+    from worker import connect
+
+    return await connect(target)
+
+
+def print_json(value: Any) -> None:
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    print(json.dumps(value, indent=2, default=str), flush=True)
+
+
+def _failure_text(err: BaseException) -> str:
+    """The innermost cause's message: what actually went wrong, in one line."""
+    texts = []
+    while err is not None:
+        message = getattr(err, "message", None) or str(err)
+        if message:
+            texts.append(message.splitlines()[0])
+        err = err.__cause__
+    return texts[-1] if texts else "unknown failure"
+
+
+async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
+    spec = next(s for s in START_SPECS if s.command == args.start_what)
+    model = build_input(spec, args)
+    target = for_cli()
+    client = await connect_client(target)
+    workflow_id = args.id or spec.workflow_id(model)
+    summary, details = start_texts(spec.workflow, model)
+    handle = await client.start_workflow(
+        spec.workflow, model, id=workflow_id, task_queue=settings.fullstory_task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING, static_summary=summary, static_details=details,
+    )
+    print(f"workflow id: {workflow_id}", flush=True)
+    if link := ui_link(target, workflow_id, settings.temporal_ui_url):
+        print(f"UI: {link}", flush=True)
+    if not args.wait:
+        print(f"follow it: fullstory-jobs status {workflow_id}; fullstory-jobs result {workflow_id}", flush=True)
+        return 0
+    return await _print_result(client, workflow_id, handle.result_run_id)
+
+
+async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    client = await connect_client(for_cli())
+    handle = client.get_workflow_handle(args.workflow_id)
+    try:
+        description = await handle.describe()
+    except RPCError as e:
+        raise UsageError(f"no workflow {args.workflow_id!r}: {e.message}") from None
+    out: dict[str, Any] = {"workflow_id": args.workflow_id, "type": description.workflow_type,
+                           "status": description.status.name if description.status else None}
+    try:
+        out["progress"] = await asyncio.wait_for(handle.query("progress"), 10)
+    except Exception as e:  # no worker polling, or a workflow without the query
+        out["progress"] = None
+        out["progress_unavailable"] = _failure_text(e)
+    print_json(out)
+    return 0
+
+
+async def cmd_result(args: argparse.Namespace, settings: Settings) -> int:
+    client = await connect_client(for_cli())
+    return await _print_result(client, args.workflow_id, None, args.timeout)
+
+
+async def _print_result(client: Client, workflow_id: str, run_id: str | None, timeout: float | None = None) -> int:
+    handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+    try:
+        result = await asyncio.wait_for(handle.result(), timeout)
+    except asyncio.TimeoutError:
+        description = await handle.describe()
+        print(f"fullstory-jobs: {workflow_id} is still {description.status.name if description.status else 'running'}"
+              f" after {timeout:g}s", file=sys.stderr)
+        return 3
+    except WorkflowFailureError as e:
+        print(f"fullstory-jobs: {workflow_id} failed: {_failure_text(e)}", file=sys.stderr)
+        return 1
+    except RPCError as e:
+        raise UsageError(f"no workflow {workflow_id!r}: {e.message}") from None
+    print_json(result)
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fullstory-jobs", description=__doc__.split("\n\n")[0],
+                                     epilog="Settings come from environment variables: see README.md, Settings.")
+    parser.add_argument("--log-level", type=str.upper, default=os.environ.get("LOG_LEVEL", "INFO").upper(),
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO (or LOG_LEVEL)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("worker", help="run the worker (embedded Temporal dev server if no TEMPORAL_ADDRESS, "
+                                       "simulator if no FULLSTORY_API_KEY)")
+    commands.add_parser("demo", help="start one events and one users import and print their results")
+    start = commands.add_parser("start", help="start a workflow; prints its id and UI link")
+    kinds = start.add_subparsers(dest="start_what", metavar="WORKFLOW", required=True)
+    for spec in START_SPECS:
+        sub = kinds.add_parser(spec.command, help=f"start a {spec.workflow}",
+                               description=(spec.model.__doc__ or "").strip())
+        sub.add_argument("--input", metavar="JSON", help="the whole input as JSON (or @file.json); flags override it")
+        sub.add_argument("--id", help="workflow id (default: derived from the job, so a second start joins the first)")
+        sub.add_argument("--wait", action="store_true", help="wait for the result and print it")
+        add_model_flags(sub, spec.model)
+    status = commands.add_parser("status", help="a workflow's progress (the `progress` query) as JSON")
+    status.add_argument("workflow_id")
+    result = commands.add_parser("result", help="wait for a workflow's result and print it as JSON")
+    result.add_argument("workflow_id")
+    result.add_argument("--timeout", type=float, default=None, help="give up after this many seconds (exit 3)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    command = args.command or "worker"
+    configure_logging(args.log_level)
+    if command in ("start", "status", "result"):
+        logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))  # stdout is the answer
+    try:
+        settings = load_settings()
+        if command in ("worker", "demo"):
+            from worker import demo, serve
+
+            asyncio.run(demo(settings) if command == "demo" else serve(settings))
+            return 0
+        handler = {"start": cmd_start, "status": cmd_status, "result": cmd_result}[command]
+        return asyncio.run(handler(args, settings))
+    except (SettingsError, UsageError) as e:
+        print(f"fullstory-jobs: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
