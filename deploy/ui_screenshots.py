@@ -54,6 +54,7 @@ from activities.settings import Settings  # noqa: E402
 from simulator import Simulator  # noqa: E402
 from worker import make_workers  # noqa: E402
 from workflows.models import batch_workflow_id, segment_export_workflow_id  # noqa: E402
+from workflows.ui_text import data_converter_for_ui, start_texts  # noqa: E402
 
 API_KEY = "ui-screenshots-key"
 NAMESPACE = "default"
@@ -206,7 +207,8 @@ async def run(out_dir: Path, wait: float, size: str, settle: float) -> None:
         env = await WorkflowEnvironment.start_local(
             dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
             ui=True, ui_port=ui_port, namespace=NAMESPACE,
-            data_converter=pydantic_data_converter, dev_server_log_level="error",
+            # Benign "not finished yet" failures without a Python stack trace under them (workflows.ui_text).
+            data_converter=data_converter_for_ui(pydantic_data_converter), dev_server_log_level="error",
         )
         stack.push_async_callback(env.shutdown)
         ui = f"http://127.0.0.1:{ui_port}"
@@ -215,7 +217,10 @@ async def run(out_dir: Path, wait: float, size: str, settle: float) -> None:
         sim = stack.enter_context(Simulator(api_key=API_KEY))
         job_id = sim.add_batch_job(kind="events", duration=600, errors=5)
         op_id = sim.add_operation(duration=900, size=1 << 20)
-        print(f"simulator {sim.base_url}: events job {job_id} (10 min), export operation {op_id} (15 min)", flush=True)
+        # As if the export had been started 5 minutes ago: RUNNING at 25%, so the percent shows.
+        sim.operations[op_id].created -= 300
+        print(f"simulator {sim.base_url}: events job {job_id} (10 min), export operation {op_id} "
+              "(15 min, 5 min in)", flush=True)
 
         data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ui-screenshots-data-")))
         settings = Settings(fullstory_data_dir=str(data_dir), fullstory_task_queue="fullstory")
@@ -224,14 +229,20 @@ async def run(out_dir: Path, wait: float, size: str, settle: float) -> None:
         for w in make_workers(env.client, fullstory, settings):
             await stack.enter_async_context(w)
 
-        handles = {
-            "batch-import": await env.client.start_workflow(
-                "BatchImportWorkflow", {"kind": "events", "job_id": job_id},
-                id=batch_workflow_id("events", job_id), task_queue=settings.fullstory_task_queue),
-            "segment-export": await env.client.start_workflow(
-                "SegmentExportWorkflow", {"operation_id": op_id},
-                id=segment_export_workflow_id(op_id), task_queue=settings.fullstory_task_queue),
+        starts: dict[str, tuple[str, dict[str, Any], str]] = {
+            "batch-import": ("BatchImportWorkflow", {"kind": "events", "job_id": job_id, "collect_imports": True},
+                             batch_workflow_id("events", job_id)),
+            "segment-export": ("SegmentExportWorkflow", {"operation_id": op_id, "destination": str(data_dir / "exports")},
+                               segment_export_workflow_id(op_id)),
         }
+        handles = {}
+        for name, (workflow_type, args, workflow_id) in starts.items():
+            # The same static texts the CLI (`fullstory-jobs start ...`) gives: summary and details at start.
+            summary, details = start_texts(workflow_type, args)
+            print(f"{name}: static summary {summary!r}", flush=True)
+            handles[name] = await env.client.start_workflow(
+                workflow_type, args, id=workflow_id, task_queue=settings.fullstory_task_queue,
+                static_summary=summary, static_details=details)
         # Running handles end as cancelled/terminated when the script stops, not left forever in history.
         for h in handles.values():
             stack.push_async_callback(_terminate, h)

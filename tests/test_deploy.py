@@ -1,18 +1,24 @@
-"""deploy/: the Dockerfile, docker-compose.yml, the Kubernetes manifests and the health check.
+"""deploy/: the Dockerfile, docker-compose.yml and the Kubernetes manifests.
 
-Offline and fast (no Docker engine, no cluster): every YAML parses; the manifests validate against
-the Kubernetes JSON schemas shipped in kubernetes-validate (strict: unknown fields fail); the compose
-file validates against the compose-spec schema shipped in check-jsonschema and, when a compose CLI is
-installed, `docker compose config -q`; and the properties that matter hold: every env var name is a
-real setting, the key file the worker reads is where the Secret is mounted, the user is non-root
-and the same in the image and the pod, the grace periods cover the worker's graceful shutdown, the
-probes run a script the image contains and that script tells a live worker from a dead one.
+Offline and fast (no Docker engine, no cluster): every YAML passes yamllint (deploy/.yamllint.yaml)
+and parses; the manifests validate against the Kubernetes JSON schemas shipped in kubernetes-validate
+(strict: unknown fields fail); the compose file validates against the compose-spec schema shipped in
+check-jsonschema and, when a compose CLI is installed, `docker compose config -q`; `kubectl
+kustomize` renders the kustomization when kubectl is there. The validators are in the `dev` extras,
+so `make test` runs them (imported, never skipped). And the properties that matter hold: every env
+var name is a real setting (ours or temporalio's envconfig), the key file the worker reads is where
+the Secret is mounted, the user is non-root and the same in the image and the pod, the grace periods
+cover the worker's graceful shutdown, the entrypoint is the console script and CMD one of its
+commands, and the probes and the compose healthcheck hit the worker's real health endpoint on the
+port the settings open (checked against activities/health.py serving on loopback).
 Independent of conftest.py.
 """
 
 from __future__ import annotations
 
 import ast
+import asyncio
+import http.server
 import json
 import os
 import re
@@ -22,28 +28,41 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
+import threading
 import tomllib
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import check_jsonschema
+import kubernetes_validate as kv
 import pytest
 import yaml
+from yamllint import linter as yamllint
+from yamllint.config import YamlLintConfig
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "k8s"
-HEALTHCHECK = DEPLOY / "healthcheck.py"
+YAMLLINT_CONFIG = DEPLOY / ".yamllint.yaml"
 COMPOSE = DEPLOY / "docker-compose.yml"
 DOCKERFILE = DEPLOY / "Dockerfile"
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
+# The oldest Kubernetes minor the manifests are checked against, besides the newest schema shipped.
+OLDEST_K8S = "1.30.0"
 
 
 # --- helpers -----------------------------------------------------------------------------------
 
 
+def load_docs_text(text: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(text) if d is not None]
+
+
 def load_docs(path: Path) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    return load_docs_text(path.read_text())
 
 
 def k8s_objects() -> dict[str, dict[str, Any]]:
@@ -78,9 +97,9 @@ def settings_env_names() -> set[str]:
 
 
 def env_names_read_in_code() -> set[str]:
-    """Other names the worker reads itself (`os.environ.get("X")`, `os.getenv("X")`), e.g. LOG_LEVEL."""
+    """Other names the worker and CLI read themselves (`os.environ.get("X")`, `os.getenv("X")`), e.g. LOG_LEVEL."""
     names = set()
-    for path in [REPO / "worker.py", *sorted((REPO / "activities").glob("*.py"))]:
+    for path in [*sorted(REPO.glob("*.py")), *sorted((REPO / "activities").glob("*.py"))]:  # worker.py, cli.py
         for node in ast.walk(ast.parse(path.read_text())):
             if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args
                     and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)
@@ -90,8 +109,20 @@ def env_names_read_in_code() -> set[str]:
     return names
 
 
+def temporal_env_names() -> set[str]:
+    """Temporal's own connection settings, read by temporalio's envconfig (activities/temporal_connection.py)."""
+    from activities.temporal_connection import TEMPORAL_ENV_VARS
+
+    return set(TEMPORAL_ENV_VARS)
+
+
 def known_env_names() -> set[str]:
-    return settings_env_names() | env_names_read_in_code()
+    return settings_env_names() | temporal_env_names() | env_names_read_in_code()
+
+
+def unknown_env_names(names: set[str]) -> set[str]:
+    """Names neither setting reads (TEMPORAL_GRPC_META_<HEADER> is envconfig's open family of gRPC headers)."""
+    return {n for n in names - known_env_names() if not n.startswith("TEMPORAL_GRPC_META_")}
 
 
 def quantity(q: str | int) -> float:
@@ -105,10 +136,16 @@ def quantity(q: str | int) -> float:
 
 
 def worker_graceful_shutdown_seconds() -> float:
-    m = re.search(r"graceful_shutdown_timeout=timedelta\(seconds=(\d+(?:\.\d+)?)\)", (REPO / "worker.py").read_text())
-    if m is None:
-        pytest.skip("worker.py no longer sets graceful_shutdown_timeout=timedelta(seconds=N)")
-    return float(m.group(1))
+    """The worker's graceful_shutdown_timeout: `=timedelta(seconds=N)` or `=NAME` with `NAME = timedelta(seconds=N)`."""
+    source = (REPO / "worker.py").read_text()
+    seconds = r"timedelta\(seconds=(\d+(?:\.\d+)?)\)"
+    m = re.search(rf"graceful_shutdown_timeout=(?:{seconds}|([A-Za-z_]\w*))", source)
+    assert m, "worker.py sets no graceful_shutdown_timeout: the grace periods below are checked against it"
+    if m.group(1):
+        return float(m.group(1))
+    d = re.search(rf"^{m.group(2)}\s*=\s*{seconds}", source, re.M)
+    assert d, f"worker.py: graceful_shutdown_timeout={m.group(2)}, but no `{m.group(2)} = timedelta(seconds=N)`"
+    return float(d.group(1))
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
@@ -143,13 +180,40 @@ def container() -> dict[str, Any]:
     return c
 
 
+def port_of(c: dict[str, Any], name: str) -> int:
+    [port] = [p["containerPort"] for p in c.get("ports", []) if p["name"] == name]
+    return port
+
+
 # --- every YAML ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", sorted(DEPLOY.rglob("*.y*ml")), ids=lambda p: str(p.relative_to(DEPLOY)))
-def test_yaml_parses_into_mappings(path: Path) -> None:
+YAML_FILES = sorted(DEPLOY.rglob("*.y*ml"))
+
+
+def lint(text: str, name: str) -> list[str]:
+    config = YamlLintConfig(file=str(YAMLLINT_CONFIG))
+    return [f"{name}:{p.line}:{p.column} {p.level} {p.desc} ({p.rule})" for p in yamllint.run(text, config, name)]
+
+
+@pytest.mark.parametrize("path", YAML_FILES, ids=lambda p: str(p.relative_to(DEPLOY)))
+def test_yaml_parses_into_mappings_and_passes_yamllint(path: Path) -> None:
     docs = load_docs(path)
     assert docs and all(isinstance(d, dict) for d in docs)
+    problems = lint(path.read_text(), str(path.relative_to(REPO)))
+    assert not problems, "\n".join(problems)  # warnings too
+
+
+def test_yamllint_catches_what_the_yaml_parser_lets_through() -> None:
+    """PyYAML keeps the last of two equal keys silently; yamllint (with this config) does not."""
+    text = (K8S / "deployment.yaml").read_text()
+    assert lint(text, "deployment.yaml") == []
+    doubled = text.replace("  replicas: 2", "  replicas: 2\n  replicas: 3", 1)
+    assert load_docs_text(doubled)[0]["spec"]["replicas"] == 3  # the parser is fine with it
+    assert any("key-duplicates" in p for p in lint(doubled, "deployment.yaml"))
+    assert any("truthy" in p for p in lint(text + "extra: yes\n", "deployment.yaml"))
+    assert {".yamllint.yaml", "docker-compose.yml"} <= {p.name for p in YAML_FILES}
+    assert len([p for p in YAML_FILES if p.parent == K8S]) >= 7
 
 
 # --- Kubernetes ---------------------------------------------------------------------------------
@@ -166,19 +230,21 @@ def test_kustomization_lists_every_manifest_and_sets_the_image() -> None:
     assert container()["image"] in {img["name"] for img in kust.get("images", [])}
 
 
-def test_manifests_validate_against_the_kubernetes_schemas() -> None:
-    kv = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate (ships the schemas)")
-    version = kv.utils.latest_version()
+@pytest.mark.parametrize("version", [OLDEST_K8S, kv.utils.latest_version()])
+def test_manifests_validate_against_the_kubernetes_schemas(version: str) -> None:
     for kind, obj in k8s_objects().items():
         assert obj["apiVersion"] and obj["metadata"]["name"], kind
         kv.validate(obj, version, strict=True)  # raises with the path of the first bad field
 
 
-def test_an_unknown_field_fails_the_schema_check() -> None:
-    """The schema check is real: a typo in the Deployment is caught."""
-    kv = pytest.importorskip("kubernetes_validate")
+def test_an_unknown_field_or_a_bad_value_fails_the_schema_check() -> None:
+    """The schema check is real: a typo in the Deployment is caught, and so is a wrong type."""
     deployment = k8s_objects()["Deployment"]
     deployment["spec"]["template"]["spec"]["containers"][0]["resource"] = {}
+    with pytest.raises(kv.ValidationError):
+        kv.validate(deployment, kv.utils.latest_version(), strict=True)
+    deployment = k8s_objects()["Deployment"]
+    deployment["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "8080"
     with pytest.raises(kv.ValidationError):
         kv.validate(deployment, kv.utils.latest_version(), strict=True)
 
@@ -201,7 +267,6 @@ def test_kustomize_build_renders_valid_objects_with_the_registry_image() -> None
     [kust] = load_docs(K8S / "kustomization.yaml")
     [image] = kust["images"]
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == f"{image['newName']}:{image['newTag']}"
-    kv = pytest.importorskip("kubernetes_validate")
     for obj in rendered:
         kv.validate(obj, kv.utils.latest_version(), strict=True)
 
@@ -213,11 +278,14 @@ def test_every_env_var_in_the_manifests_is_a_real_setting() -> None:
     config_maps = [src["configMapRef"]["name"] for src in c.get("envFrom", [])]
     assert config_maps == [objects["ConfigMap"]["metadata"]["name"]]
     names = set(objects["ConfigMap"]["data"]) | {e["name"] for e in c.get("env", [])}
-    unknown = names - known
-    assert not unknown, f"not settings of activities/settings.py (a typo is silently ignored): {sorted(unknown)}"
+    unknown = unknown_env_names(names)
+    assert not unknown, ("not settings of activities/settings.py nor temporalio envconfig names "
+                         f"(a typo is silently ignored): {sorted(unknown)}")
+    assert "TEMPORAL_ADDRESS" in temporal_env_names() and "TEMPORAL_ADDRESS" in known
     assert set(objects["ConfigMap"]["data"]) >= {
         "TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "FULLSTORY_BASE_URL", "FULLSTORY_TASK_QUEUE",
-        "FULLSTORY_EXPORT_DOWNLOADS_PER_MINUTE"}
+        "FULLSTORY_EXPORT_DOWNLOADS_PER_MINUTE", "FULLSTORY_LISTEN_HOST", "FULLSTORY_HEALTH_PORT",
+        "FULLSTORY_METRICS_PORT"}
     # The key comes from the mounted file, never as a plain env var.
     assert "FULLSTORY_API_KEY" not in names and "FULLSTORY_API_KEY_FILE" in names
 
@@ -233,11 +301,23 @@ def test_the_worker_loads_its_settings_from_the_pod_environment(monkeypatch: pyt
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     settings = load_settings()  # SettingsError (exit 2 in the worker) on a bad value
-    assert settings.temporal_address == env["TEMPORAL_ADDRESS"]
     assert settings.fullstory_task_queue == env["FULLSTORY_TASK_QUEUE"]
     assert settings.fullstory_export_downloads_per_minute == float(env["FULLSTORY_EXPORT_DOWNLOADS_PER_MINUTE"])
     assert settings.fullstory_data_dir == "/data"
     assert str(settings.fullstory_api_key_file) == env["FULLSTORY_API_KEY_FILE"]
+    assert settings.fullstory_listen_host == "0.0.0.0"  # the kubelet and Prometheus connect from outside the pod
+    assert settings.fullstory_health_port == port_of(container(), "health")
+    assert settings.fullstory_metrics_port == port_of(container(), "metrics")
+
+    # The Temporal connection, as temporalio's envconfig reads it from the same environment.
+    from activities.temporal_connection import load_temporal_target
+
+    target = load_temporal_target({**env, "TEMPORAL_CONFIG_FILE": "/nonexistent/temporal.toml"})
+    assert (target.address, target.namespace) == (env["TEMPORAL_ADDRESS"], env["TEMPORAL_NAMESPACE"])
+    assert not target.connect.get("tls")  # the in-cluster frontend: plain gRPC
+    # With the Secret's optional temporal-api-key present (Temporal Cloud), TLS turns on by itself.
+    cloud = load_temporal_target({**env, "TEMPORAL_API_KEY": "k", "TEMPORAL_CONFIG_FILE": "/nonexistent/temporal.toml"})
+    assert cloud.connect.get("tls") and cloud.connect.get("api_key") == "k"
 
 
 def test_the_api_key_file_is_the_mounted_secret_and_the_secret_holds_no_real_key() -> None:
@@ -326,72 +406,129 @@ def test_labels_tie_the_deployment_pdb_and_hpa_together() -> None:
     assert hpa["spec"]["maxReplicas"] >= hpa["spec"]["minReplicas"]
 
 
-def test_probes_run_the_health_check_that_the_image_contains() -> None:
+def test_probes_and_metrics_use_the_named_ports_the_settings_open() -> None:
+    objects = k8s_objects()
     c = container()
-    copied = {dest: src for op, rest in dockerfile_instructions() if op == "COPY"
-              for *srcs, dest in [rest.split()] for src in srcs}
-    workdir = [rest for op, rest in dockerfile_instructions() if op == "WORKDIR"][-1]
-    for probe, check in (("livenessProbe", "live"), ("readinessProbe", "ready")):
-        cmd = c[probe]["exec"]["command"]
-        assert cmd[0] == "python" and cmd[-1] == check
-        script = cmd[1]
-        dest = os.path.relpath(script, workdir)
-        assert copied.get(dest) == "deploy/healthcheck.py", f"{script} is not copied into the image"
-        assert c[probe]["timeoutSeconds"] >= 1 and c[probe]["periodSeconds"] >= 10
-    assert "issue 5" in (K8S / "deployment.yaml").read_text(), "say where the HTTP health endpoint is planned"
+    config = objects["ConfigMap"]["data"]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"health": int(config["FULLSTORY_HEALTH_PORT"]), "metrics": int(config["FULLSTORY_METRICS_PORT"])}
+    assert ports == {"health": 8080, "metrics": 9464}
+    assert config["FULLSTORY_LISTEN_HOST"] == "0.0.0.0", "on 127.0.0.1 neither the kubelet nor Prometheus reach it"
+    for probe, path in (("startupProbe", "/healthz"), ("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        assert c[probe]["httpGet"] == {"path": path, "port": "health"}, probe
+        assert c[probe]["timeoutSeconds"] >= 1 and c[probe]["periodSeconds"] >= 5, probe
+    # /readyz waits up to CHECK_TIMEOUT for Temporal's health check: the probe must wait longer.
+    from activities.health import CHECK_TIMEOUT
+
+    assert c["readinessProbe"]["timeoutSeconds"] > CHECK_TIMEOUT
+    # Liveness does not kill a pod that is shutting down gracefully (both endpoints say 503 then).
+    pod = objects["Deployment"]["spec"]["template"]
+    live = c["livenessProbe"]
+    assert live["periodSeconds"] * live["failureThreshold"] > pod["spec"]["terminationGracePeriodSeconds"]
+    annotations = pod["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(ports["metrics"])
+    assert annotations["prometheus.io/path"] == "/metrics"
+    text = (K8S / "deployment.yaml").read_text()
+    assert "exec:" not in text and "healthcheck.py" not in text
 
 
-# --- the health check script --------------------------------------------------------------------
+# --- the probes against the worker's real health endpoint --------------------------------------
 
 
-def run_check(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(HEALTHCHECK), *args], capture_output=True, text=True, timeout=20,
-                          env={**os.environ, **env})
+def compose_healthcheck_argv() -> list[str]:
+    test = compose()["services"]["worker"]["healthcheck"]["test"]
+    assert test[0] == "CMD" and test[1] == "python", test
+    return [sys.executable, *test[2:]]
 
 
-@pytest.fixture
-def fake_worker(tmp_path: Path):
-    """A process whose command line is `python .../worker.py worker`, like the container's PID 1."""
-    script = tmp_path / "worker.py"
-    script.write_text("import time\ntime.sleep(60)\n")
-    proc = subprocess.Popen([sys.executable, str(script), "worker"])
-    yield proc
-    proc.kill()
-    proc.wait()
+async def run_compose_healthcheck(health_port: int) -> int:
+    proc = await asyncio.create_subprocess_exec(
+        *compose_healthcheck_argv(), env={**os.environ, "FULLSTORY_HEALTH_PORT": str(health_port)},
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    return await asyncio.wait_for(proc.wait(), 20)
 
 
-def test_live_tells_a_running_worker_from_a_dead_one(fake_worker: subprocess.Popen) -> None:
-    assert run_check("live", "--pid", str(fake_worker.pid)).returncode == 0
-    # A process that is not the worker (this test runner) fails.
-    other = run_check("live", "--pid", str(os.getpid()))
-    assert other.returncode == 1 and "not the worker" in other.stderr
-    fake_worker.kill()
-    deadline = time.monotonic() + 5  # not reaped yet: a zombie
-    while time.monotonic() < deadline and "Z" not in Path(f"/proc/{fake_worker.pid}/stat").read_text().rsplit(")", 1)[1][:3]:
-        time.sleep(0.01)
-    dead = run_check("live", "--pid", str(fake_worker.pid))
-    assert dead.returncode == 1 and "zombie" in dead.stderr
-    fake_worker.wait()
-    assert run_check("live", "--pid", str(fake_worker.pid)).returncode == 1
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as e:
+        return e.code
 
 
-def test_ready_needs_an_established_connection_to_temporal(fake_worker: subprocess.Popen) -> None:
-    with socket.create_server(("127.0.0.1", 0)) as server, socket.socket() as unused:
-        port = server.getsockname()[1]
-        unused.bind(("127.0.0.1", 0))
-        unused_port = unused.getsockname()[1]
-        # Listening alone is not a connection.
-        assert run_check("ready", "--pid", str(fake_worker.pid), TEMPORAL_ADDRESS=f"127.0.0.1:{port}").returncode == 1
-        with socket.create_connection(("127.0.0.1", port)) as client:
-            conn, _ = server.accept()
-            with conn:
-                ok = run_check("ready", "--pid", str(fake_worker.pid), TEMPORAL_ADDRESS=f"localhost:{port}")
-                assert ok.returncode == 0, ok.stderr
-                wrong = run_check("ready", "--pid", str(fake_worker.pid), TEMPORAL_ADDRESS=f"127.0.0.1:{unused_port}")
-                assert wrong.returncode == 1 and "no established connection" in wrong.stderr
-                # Ready also requires a live worker.
-                assert run_check("ready", "--pid", str(os.getpid()), TEMPORAL_ADDRESS=f"127.0.0.1:{port}").returncode == 1
-            client.close()
+async def test_probe_paths_and_the_compose_healthcheck_against_the_worker_health_endpoint() -> None:
+    """The worker's own endpoint (activities/health.py) on loopback: what the kubelet and compose would see."""
+    from activities.health import Health
+
+    temporal_ok = True
+
+    async def temporal_check() -> None:
+        if not temporal_ok:
+            raise ConnectionRefusedError("Temporal is down")
+
+    c = container()
+    probes = {name: c[name]["httpGet"]["path"] for name in ("startupProbe", "livenessProbe", "readinessProbe")}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    health = Health(temporal_check)
+
+    async def statuses() -> dict[str, int]:
+        return {name: await asyncio.to_thread(http_status, f"http://127.0.0.1:{port}{path}")
+                for name, path in probes.items()}
+
+    # Nothing listening yet (the worker is still connecting): the compose check fails.
+    assert await run_compose_healthcheck(port) != 0
+    async with health.serving("127.0.0.1", port):
+        # Started, workers not polling yet: nothing passes.
+        assert set((await statuses()).values()) == {503}
+        assert await run_compose_healthcheck(port) != 0
+        health.polling = True
+        assert await statuses() == {"startupProbe": 200, "livenessProbe": 200, "readinessProbe": 200}
+        assert await run_compose_healthcheck(port) == 0
+        # Temporal unreachable: not ready (no new work), but alive (no restart).
+        temporal_ok = False
+        assert await statuses() == {"startupProbe": 200, "livenessProbe": 200, "readinessProbe": 503}
+        assert await run_compose_healthcheck(port) != 0
+        temporal_ok = True
+        assert await run_compose_healthcheck(port) == 0
+        # SIGTERM: the workers stop polling.
+        health.polling = False
+        assert (await statuses())["readinessProbe"] == 503
+        assert await run_compose_healthcheck(port) != 0
+
+
+def test_the_compose_healthcheck_reads_the_status_code() -> None:
+    """Independent of activities/health.py: 200 passes, 503 fails, a refused connection fails."""
+    answer = {"status": 200}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status = answer["status"] if self.path == "/readyz" else 404
+            self.send_response(status)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    port = server.server_address[1]
+
+    def check() -> int:
+        return subprocess.run(compose_healthcheck_argv(), env={**os.environ, "FULLSTORY_HEALTH_PORT": str(port)},
+                              capture_output=True, timeout=20).returncode
+
+    try:
+        assert check() == 0
+        answer["status"] = 503
+        assert check() != 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert check() != 0
 
 
 # --- Dockerfile ---------------------------------------------------------------------------------
@@ -405,34 +542,61 @@ def test_dockerfile_runs_the_worker_as_non_root() -> None:
     uid = users[-1].split(":")[0]
     assert uid.isdigit() and int(uid) != 0, "numeric non-root uid, so runAsNonRoot can verify it"
     assert ops.index("USER") > max(i for i, op in enumerate(ops) if op == "RUN"), "RUN steps after USER"
+    # Exec form (JSON), so the worker is PID 1 and gets SIGTERM itself, not a shell.
     entrypoint = json.loads([rest for op, rest in instr if op == "ENTRYPOINT"][-1])
-    assert entrypoint[0] == "python" and entrypoint[1].endswith("/worker.py")
-    workdir = [rest for op, rest in instr if op == "WORKDIR"][-1]
-    assert os.path.relpath(entrypoint[1], workdir) == "worker.py"
+    assert entrypoint == ["fullstory-jobs"], "the console script that `pip install .` puts on PATH"
+    assert "fullstory-jobs" in PYPROJECT["project"]["scripts"]
+    assert any(op == "RUN" and re.search(r"pip install '?\.[\[' ]", rest) for op, rest in instr)
     cmd = json.loads([rest for op, rest in instr if op == "CMD"][-1])
-    choices = re.search(r'"command".*?choices=\[([^\]]*)\]', (REPO / "worker.py").read_text(), re.S)
-    assert choices and f'"{cmd[0]}"' in choices.group(1), f"CMD {cmd} is not a command of worker.py"
+    assert cmd == ["worker"] and container()["args"] == cmd
     assert ("STOPSIGNAL", "SIGTERM") in instr
     assert any(op == "ENV" and "FULLSTORY_DATA_DIR=/data" in rest for op, rest in instr)
 
 
+def run_console_script(*args: str) -> subprocess.CompletedProcess[str]:
+    """`fullstory-jobs ARGS` as pyproject declares it (what the image's wrapper script runs), from the source tree."""
+    module, _, attr = PYPROJECT["project"]["scripts"]["fullstory-jobs"].partition(":")
+    code = ("import importlib, sys\n"
+            f"sys.argv = ['fullstory-jobs', *{list(args)!r}]\n"
+            f"target = importlib.import_module({module!r})\n"
+            f"for name in {attr!r}.split('.'):\n"
+            "    target = getattr(target, name)\n"
+            "sys.exit(target())\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def test_the_image_command_is_a_command_of_the_console_script() -> None:
+    cmd = json.loads([rest for op, rest in dockerfile_instructions() if op == "CMD"][-1])
+    ok = run_console_script(*cmd, "--help")
+    assert ok.returncode == 0, f"fullstory-jobs {' '.join(cmd)} --help: {ok.stderr[-500:]}"
+    assert "usage" in ok.stdout.lower()
+    bad = run_console_script("no-such-command", "--help")
+    assert bad.returncode != 0, "the check would pass any CMD"
+
+
 def test_dockerfile_copies_what_exists_on_a_python_the_project_supports() -> None:
     instr = dockerfile_instructions()
+    copied: set[str] = set()
     for op, rest in instr:
         if op == "COPY" and not rest.startswith("--from"):
             for src in rest.split()[:-1]:
-                assert (REPO / src).exists(), f"COPY {src}: not in the repository (the build context)"
+                matches = sorted(REPO.glob(src.rstrip("/")))
+                assert matches, f"COPY {src}: not in the repository (the build context)"
+                copied.update(str(m.relative_to(REPO)) for m in matches)
+    assert "deploy/healthcheck.py" not in copied
     base = [rest for op, rest in instr if op == "FROM"][0]
     m = re.match(r"python:(\d+)\.(\d+)-slim", base)
     assert m, f"FROM {base}: expected a slim python image"
-    requires = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
+    requires = PYPROJECT["project"]["requires-python"]
     floor = re.match(r">=\s*(\d+)\.(\d+)", requires)
     assert floor and (int(m[1]), int(m[2])) >= (int(floor[1]), int(floor[2])), f"{base} vs requires-python {requires}"
     # The package list of the image is the project's own (pip install .), so the copied packages are
     # the ones pyproject ships.
-    packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
-    copied = {rest.split()[0].rstrip("/") for op, rest in instr if op == "COPY"}
-    assert set(packages) <= copied
+    setuptools = PYPROJECT["tool"]["setuptools"]
+    shipped = set(setuptools["packages"]) | {f"{m}.py" for m in setuptools.get("py-modules", [])}
+    missing = shipped - copied
+    assert not missing, f"pyproject ships {sorted(missing)} but the Dockerfile does not COPY them"
     ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().split()
     assert {".venv", ".git"} <= set(ignore), "keep the venv and git out of the build context"
 
@@ -440,16 +604,24 @@ def test_dockerfile_copies_what_exists_on_a_python_the_project_supports() -> Non
 # --- docker-compose -----------------------------------------------------------------------------
 
 
-def test_compose_validates_against_the_compose_spec() -> None:
-    pytest.importorskip("check_jsonschema", reason="pip install check-jsonschema (ships the compose-spec schema)")
+def compose_spec_errors(doc: dict[str, Any]) -> list[str]:
     import importlib.resources
 
     import jsonschema
 
-    schema = json.loads(importlib.resources.files("check_jsonschema.builtin_schemas.vendor")
-                        .joinpath("compose-spec.json").read_text())
-    errors = sorted(jsonschema.validators.validator_for(schema)(schema).iter_errors(compose()), key=str)
-    assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors[:5])
+    schema = json.loads(importlib.resources.files(check_jsonschema.__name__).joinpath(
+        "builtin_schemas", "vendor", "compose-spec.json").read_text())
+    errors = sorted(jsonschema.validators.validator_for(schema)(schema).iter_errors(doc), key=str)
+    return [f"{list(e.absolute_path)}: {e.message}" for e in errors]
+
+
+def test_compose_validates_against_the_compose_spec() -> None:
+    errors = compose_spec_errors(compose())
+    assert not errors, "\n".join(errors[:5])
+    # The check is real: a misspelt key is caught.
+    doc = compose()
+    doc["services"]["worker"]["enviroment"] = {}
+    assert any("enviroment" in e for e in compose_spec_errors(doc))
 
 
 def test_compose_services_fit_together() -> None:
@@ -457,8 +629,8 @@ def test_compose_services_fit_together() -> None:
     assert {"postgresql", "temporal", "temporal-ui", "worker", "simulator"} <= set(services)
     worker, sim = services["worker"], services["simulator"]
     env = compose_env(worker)
-    unknown = set(env) - known_env_names()
-    assert not unknown, f"not settings of activities/settings.py: {sorted(unknown)}"
+    unknown = unknown_env_names(set(env))
+    assert not unknown, f"not settings of activities/settings.py nor temporalio envconfig names: {sorted(unknown)}"
 
     # The simulator command: real flags of `python -m simulator`, and the worker points at it.
     argv = sim["entrypoint"]
@@ -492,7 +664,17 @@ def test_compose_services_fit_together() -> None:
     stop = re.fullmatch(r"(\d+)s", worker["stop_grace_period"])
     assert stop and int(stop[1]) > worker_graceful_shutdown_seconds()
     assert env["FULLSTORY_DATA_DIR"] == "/data" and any(v.endswith(":/data") for v in worker["volumes"])
-    assert worker["healthcheck"]["test"][1:] == container()["readinessProbe"]["exec"]["command"]
+
+    # Health and metrics as in Kubernetes: the same ports, reachable from outside the loopback.
+    config = k8s_objects()["ConfigMap"]["data"]
+    for var in ("FULLSTORY_LISTEN_HOST", "FULLSTORY_HEALTH_PORT", "FULLSTORY_METRICS_PORT"):
+        assert env[var] == config[var], var
+    # The healthcheck asks the endpoint the readinessProbe asks (and is run for real above).
+    readiness_path = container()["readinessProbe"]["httpGet"]["path"]
+    assert f"127.0.0.1:%s{readiness_path}'" in worker["healthcheck"]["test"][-1]
+    assert f"127.0.0.1:{env['FULLSTORY_METRICS_PORT']}:{env['FULLSTORY_METRICS_PORT']}" in worker["ports"]
+    # The worker runs the image's entrypoint (`fullstory-jobs worker`), not something else.
+    assert "entrypoint" not in worker and worker.get("command", ["worker"]) == ["worker"]
 
 
 def compose_cli() -> list[str] | None:
