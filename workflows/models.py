@@ -185,9 +185,10 @@ class TimeRange(InputModel):
 class OperationInput(InputModel):
     """Input of `OperationWorkflow`: wait for any Fullstory operation to finish."""
 
-    operation_id: str = Field(min_length=1, max_length=512, pattern=r"^\S+$")
+    operation_id: str = Field(min_length=1, max_length=512, pattern=r"^\S+$",
+                              description="The operation to wait for (from a Fullstory API that started one).")
     timeout: timedelta = Field(default=timedelta(hours=24), description="Overall deadline, ISO 8601 or seconds.")
-    max_poll_interval: timedelta = Field(default=timedelta(seconds=60))
+    max_poll_interval: timedelta = Field(default=timedelta(seconds=60), description="Longest wait between status checks when the server sends no Retry-After (1 s to 6 h).")
 
     _timeout = field_validator("timeout")(lambda v: _positive(v, "timeout"))
 
@@ -218,19 +219,23 @@ class Operation(ResultModel):
 class SegmentExportInput(InputModel):
     """Input of `SegmentExportWorkflow`: create a segment export (or adopt `operation_id`) and download it."""
 
-    segment_id: str | None = Field(default=None, min_length=1, max_length=512)
-    type: ExportType = "TYPE_EVENT"
-    format: ExportFormat = "FORMAT_NDJSON"
-    time_range: TimeRange | None = None
-    segment_time_range: TimeRange | None = None
+    segment_id: str | None = Field(default=None, min_length=1, max_length=512,
+                                   description="Create an export of this segment (needs time_range).")
+    type: ExportType = Field(default="TYPE_EVENT", description="Events, or individuals (users).")
+    format: ExportFormat = Field(default="FORMAT_NDJSON", description="File format (gzipped).")
+    time_range: TimeRange | None = Field(default=None, description='The data to export: {"start": RFC 3339, '
+                                         '"end": RFC 3339}, with UTC offsets.')
+    segment_time_range: TimeRange | None = Field(default=None, description="Evaluate segment membership over "
+                                                 "this range instead of time_range.")
     timezone: str | None = Field(default=None, pattern=_TIMEZONE, max_length=64,
                                  description="IANA time zone, e.g. America/New_York.")
-    fields: list[str] | None = Field(default=None, min_length=1)
+    fields: list[str] | None = Field(default=None, min_length=1, description="Only these fields (a JSON list).")
     operation_id: str | None = Field(default=None, min_length=1, max_length=512, pattern=r"^\S+$",
                                      description="Adopt an export that was already started.")
-    destination: str | None = None
-    timeout: timedelta = Field(default=timedelta(hours=24))
-    max_poll_interval: timedelta = Field(default=timedelta(seconds=60))
+    destination: str | None = Field(default=None, description="Directory, file:// or s3:// URL for the file; "
+                                    "defaults to the worker's FULLSTORY_DATA_DIR.")
+    timeout: timedelta = Field(default=timedelta(hours=24), description="Overall deadline, ISO 8601 or seconds.")
+    max_poll_interval: timedelta = Field(default=timedelta(seconds=60), description="Longest wait between status checks when the server sends no Retry-After (1 s to 6 h).")
     verify_gzip: bool = Field(default=True, description="Check gzip integrity while downloading.")
 
     _timeout = field_validator("timeout")(lambda v: _positive(v, "timeout"))
