@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import (LogForwardingConfig, LoggingConfig, PrometheusConfig, Runtime, TelemetryConfig,
@@ -207,7 +208,8 @@ async def serve(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        health = Health(lambda: rt.client.service_client.check_health())
+        # GetSystemInfo: the call every SDK makes on connect, so self-hosted and Cloud frontends both answer it.
+        health = Health(lambda: rt.client.workflow_service.get_system_info(GetSystemInfoRequest()))
         if settings.fullstory_health_port:
             try:
                 await stack.enter_async_context(health.serving(settings.fullstory_listen_host,
