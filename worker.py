@@ -28,7 +28,6 @@ from pathlib import Path
 
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import (LogForwardingConfig, LoggingConfig, PrometheusConfig, Runtime, TelemetryConfig,
                                 TelemetryFilter)
 from temporalio.testing import WorkflowEnvironment
@@ -47,7 +46,7 @@ from activities.temporal_connection import (STATE_DIR, TemporalTarget, forget_em
                                             record_embedded, ui_link)
 from workflows.batch_import import BatchImportWorkflow
 from workflows.models import BatchImportInput
-from workflows.ui_text import start_texts
+from workflows.ui_text import data_converter_for_ui, start_texts
 from workflows.data_export_sync import DataExportSyncWorkflow, downloads_task_queue
 from workflows.operation import OperationWorkflow
 from workflows.segment_export import SegmentExportWorkflow
@@ -56,6 +55,8 @@ log = logging.getLogger("fullstory_jobs.worker")
 
 WORKFLOWS = [BatchImportWorkflow, OperationWorkflow, SegmentExportWorkflow, DataExportSyncWorkflow]
 SIMULATOR_KEY = "simulator-key"
+# Pydantic payloads; benign "not finished yet" failures without a stack trace in the UI.
+DATA_CONVERTER = data_converter_for_ui()
 GRACEFUL_SHUTDOWN = timedelta(seconds=20)  # SIGTERM: in-flight activities get this long (k8s grace period: 30 s)
 
 
@@ -168,7 +169,7 @@ async def services(settings: Settings) -> AsyncIterator[Services]:
 async def connect(target: TemporalTarget, runtime: Runtime | None = None) -> Client:
     try:
         return await Client.connect(target.address, namespace=target.namespace, runtime=runtime,
-                                    data_converter=pydantic_data_converter, **target.connect)
+                                    data_converter=DATA_CONVERTER, **target.connect)
     except Exception as e:  # connection errors from the bridge are plain RuntimeErrors
         raise SettingsError(f"cannot connect to Temporal at {target.describe()}: {redact(str(e))}") from None
 
@@ -184,7 +185,7 @@ async def start_embedded_temporal(stack: contextlib.AsyncExitStack, settings: Se
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=binary, port=port, ui=True, ui_port=ui_port, runtime=runtime,
         dev_server_database_filename=str(STATE_DIR / "temporal.db"), namespace=target.namespace,
-        data_converter=pydantic_data_converter, dev_server_log_level="error",
+        data_converter=DATA_CONVERTER, dev_server_log_level="error",
     )
     stack.push_async_callback(env.shutdown)
     address, ui_url = f"127.0.0.1:{port}", f"http://127.0.0.1:{ui_port}"

@@ -7,7 +7,10 @@ Not part of `make test` (it installs a browser and takes about a minute). It:
 2. starts the bundled Temporal dev server with its UI, the Fullstory simulator and an in-process
    worker (the same `worker.make_workers` as production), all on loopback;
 3. starts a `BatchImportWorkflow` watching a 10-minute events import and a `SegmentExportWorkflow`
-   adopting a 15-minute export operation, and lets them poll for a few seconds;
+   adopting a 15-minute export operation (5 minutes in, so at 25%), with the static summary and
+   details of `workflows.ui_text.start_texts` (what `fullstory-jobs start` sets), and lets them poll
+   for a few seconds; the data converter drops stack traces of benign "not finished yet" failures
+   (`workflows.ui_text.data_converter_for_ui`);
 4. prints what the UI is fed (each workflow's current details and its pending activity's summary,
    read back through the API) and saves headless screenshots of each workflow's page (Timeline tab,
    where the activity summaries show), its Pending Activities tab and its User Metadata tab (where

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any, NoReturn, TypeVar
 
@@ -14,6 +15,7 @@ with workflow.unsafe.imports_passed_through():
 
     from workflows.activity_types import INVALID_INPUT
     from workflows.models import Progress, describe_validation_error
+    from workflows.ui_text import Row, current_details, escape, one_line
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -52,16 +54,21 @@ def raise_activity_failure(err: ActivityError, timeout_message: str, timeout_typ
 
 
 class ProgressTracker:
-    """Keeps the `progress` query answer and the UI's current details in step."""
+    """Keeps the `progress` query answer and the UI's current details in step.
+
+    One source, two renderings: the UI gets a bold headline and a bullet per row (markdown); the
+    query's `detail` gets the same as one plain line.
+    """
 
     def __init__(self) -> None:
         self.progress = Progress()
 
-    def set(self, phase: str, detail: str, **fields: Any) -> None:
+    def set(self, phase: str, headline: str, rows: Iterable[Row] = (), **fields: Any) -> None:
+        rows = list(rows)
         self.progress = self.progress.model_copy(
-            update={"phase": phase, "detail": detail, "updated_at": workflow.now(), **fields}
+            update={"phase": phase, "detail": one_line(headline, rows), "updated_at": workflow.now(), **fields}
         )
-        workflow.set_current_details(f"**{phase}**: {detail}")
+        workflow.set_current_details(current_details(headline, rows))
 
 
 class ProgressWorkflow:
@@ -110,5 +117,6 @@ async def run_activity(
             heartbeat_timeout=heartbeat, retry_policy=retry, task_queue=task_queue,
         )
     except ActivityError as err:
-        tracker.set("failed", str(err.cause.message if err.cause else err))
+        tracker.set("failed", "Failed: " + escape(str(err.cause.message if err.cause else err)),
+                    [("Step", escape(summary))], waiting_until=None)
         raise_activity_failure(err, timeout_message, timeout_type)

@@ -20,11 +20,12 @@ with workflow.unsafe.imports_passed_through():
         STORE_EXPORT_BUNDLE,
         SYNC_TIMEOUT,
         ExportBundle,
-        StoreExportBundleParams,
         StoredBundle,
+        StoreExportBundleParams,
     )
     from workflows.common import ProgressWorkflow, parse_input, run_activity
     from workflows.models import DataExportSyncInput, DataExportSyncResult
+    from workflows.ui_text import Row, at, code, size, span
 
 BUNDLE_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
 BUNDLE_ATTEMPT_TIMEOUT = timedelta(hours=6)
@@ -52,15 +53,21 @@ class DataExportSyncWorkflow(ProgressWorkflow):
         def result() -> DataExportSyncResult:
             return DataExportSyncResult(cursor=cursor, cursor_iso=iso(cursor), bundles=bundles, bytes=nbytes)
 
-        def status(phase: str, detail: str, **fields: Any) -> None:
-            track(phase, f"{detail} (cursor {cursor} = {iso(cursor)}; {bundles} bundles, {nbytes} bytes so far)",
-                  cursor=cursor, cursor_iso=iso(cursor), records=bundles, bytes=nbytes, **fields)
+        def status(phase: str, headline: str, *rows: Row, **fields: Any) -> None:
+            track(phase, headline, [
+                *rows,
+                ("Cursor", f"{iso(cursor)} (`{cursor}`): every bundle before it is stored"),
+                ("Stored", f"{bundles:,} bundles, {size(nbytes)}"
+                           + (f" ({stored_this_run:,} in this run)" if bundles != stored_this_run else "")),
+                ("Mode", f"follow: list again every {span(args.poll_interval)} when caught up" if args.follow
+                 else f"until {iso(args.stop)}" if args.stop is not None else "until caught up"),
+            ], cursor=cursor, cursor_iso=iso(cursor), records=bundles, bytes=nbytes, **fields)
 
         while True:
             if args.stop is not None and cursor >= args.stop:
-                status("done", f"reached stop {args.stop} ({iso(args.stop)})")
+                status("done", f"Done: reached stop {iso(args.stop)}")
                 return result()
-            status("listing", f"listing bundles after {iso(cursor)}")
+            status("listing", f"Listing export bundles after {iso(cursor)}")
             page: list[ExportBundle] = await self._step(
                 LIST_EXPORT_BUNDLES, cursor, list[ExportBundle], f"List export bundles after {iso(cursor)}")
             page = sorted((b for b in page if b.stop > cursor), key=lambda b: (b.stop, b.start))
@@ -68,17 +75,23 @@ class DataExportSyncWorkflow(ProgressWorkflow):
                 page = [b for b in page if b.start < args.stop]
             if not page:
                 if args.stop is not None or not args.follow:
-                    status("done", "caught up: no more bundles")
+                    status("done", "Done: caught up, no more bundles")
                     return result()
                 wake = workflow.now() + args.poll_interval
-                status("sleeping", f"caught up; next listing at {wake.isoformat()}", waiting_until=wake)
-                await workflow.sleep(args.poll_interval, summary=f"Caught up at {iso(cursor)}; list again at {wake.isoformat()}")
+                status("sleeping", f"Caught up; next listing at {at(wake)}",
+                       ("Next listing", f"{at(wake)} (a durable timer of {span(args.poll_interval)})"),
+                       waiting_until=wake)
+                await workflow.sleep(args.poll_interval,
+                                     summary=f"Caught up at {iso(cursor)}; list again at {at(wake)}")
                 if workflow.info().is_continue_as_new_suggested():
                     self._continue(args, cursor, bundles, nbytes)
                 continue
-            for bundle in page:
-                status("downloading", f"storing bundle {bundle.id} ({iso(bundle.start)} .. {iso(bundle.stop)}); "
-                       "downloads are rate limited across all workers")
+            for i, bundle in enumerate(page, 1):
+                status("downloading", f"Storing bundle {code(bundle.id)}",
+                       ("Bundle", f"{iso(bundle.start)} → {iso(bundle.stop)}"),
+                       ("Pace", ("downloads are rate limited across all workers; a wait here is the limit, not "
+                                 "a fault (*Pending Activities* tab shows the attempt and the bytes so far)")),
+                       ("Page", f"{i} of {len(page)} listed"))
                 stored: StoredBundle = await self._step(
                     STORE_EXPORT_BUNDLE, StoreExportBundleParams(bundle=bundle, destination=args.destination),
                     StoredBundle, f"Store bundle {bundle.id} ({iso(bundle.start)}..{iso(bundle.stop)})",
@@ -92,7 +105,7 @@ class DataExportSyncWorkflow(ProgressWorkflow):
                 if args.stop is not None and cursor >= args.stop:
                     break
                 if stored_this_run >= args.bundles_per_run or workflow.info().is_continue_as_new_suggested():
-                    status("continuing", "continuing as new to keep history small")
+                    status("continuing", "Continuing as new to keep history small")
                     self._continue(args, cursor, bundles, nbytes)
 
     async def _step(self, activity: str, params: Any, result_type: Any, summary: str, **options: Any) -> Any:

@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.common import ProgressWorkflow, parse_input, run_activity
     from workflows.models import SegmentExportInput, SegmentExportResult, idempotency_key
     from workflows.operation import wait_for_operation_to_end
+    from workflows.ui_text import code, location, size
 
 DOWNLOAD_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
 DOWNLOAD_ATTEMPT_TIMEOUT = timedelta(hours=6)
@@ -58,20 +59,28 @@ class SegmentExportWorkflow(ProgressWorkflow):
         deadline = workflow.now() + args.timeout
         track = self._tracker.set
 
+        checked = "gzip + sha256 verified" if args.verify_gzip else "sha256 computed"
+        to = f"{location(args.destination)} under `segment-exports/`"
+        then = f"download the file (resumable, {checked}) to {to}"
+
         operation_id = args.operation_id
         if operation_id is None:
-            track("creating", f"creating an export of segment {args.segment_id}")
+            track("creating", f"Creating an export of segment {code(args.segment_id, 60)}", [
+                ("Export", f"{args.type}, {args.format}"),
+                ("Idempotency", "the key comes from the workflow id: a retried create never makes a second export"),
+                ("Then", f"wait for it, then {then}")])
             operation_id = await run_activity(
                 self._tracker, CREATE_SEGMENT_EXPORT,
                 CreateSegmentExportParams(body=export_request_body(args),
                                           idempotency_key=idempotency_key(workflow.info().workflow_id)),
-                str, deadline=deadline, summary=f"Create export of segment {args.segment_id}",
+                str, deadline=deadline,
+                summary=f"Create export of segment {args.segment_id} ({args.type}, {args.format})",
                 timeout_message=f"creating the export of segment {args.segment_id} did not succeed in time",
                 timeout_type=OPERATION_TIMEOUT,
             )
 
         op = await wait_for_operation_to_end(self._tracker, operation_id, deadline, args.timeout,
-                                             args.max_poll_interval)
+                                             args.max_poll_interval, what="export operation", then=then)
         export_id = op.results.get("searchExportId")
         if export_id:
             source: dict[str, Any] = {"kind": "search_export", "export_id": str(export_id)}
@@ -82,19 +91,28 @@ class SegmentExportWorkflow(ProgressWorkflow):
                 f"operation {operation_id} COMPLETED without searchExportId or downloadUrl in its results",
                 type=EXPORT_HAS_NO_RESULTS, non_retryable=True)
 
-        track("downloading", f"downloading the export of operation {operation_id}", percent=None, bytes=0)
+        track("downloading", f"Downloading the export of operation {code(operation_id)}", [
+            ("Export", code(export_id) if export_id else "from the operation's download URL"),
+            ("Progress", ("the bytes on disk so far are the *Last Heartbeat Details* on the *Pending Activities* "
+                          "tab; a retried attempt resumes from them by Range")),
+            ("Checks", f"{checked} on the way; visible under its final name only when complete"),
+            ("To", to),
+        ], percent=None, bytes=0)
         download: DownloadResult = await run_activity(
             self._tracker, DOWNLOAD_TO_DESTINATION,
             DownloadParams.model_validate({"source": source, "destination": args.destination,
                                            "subdir": "segment-exports", "verify_gzip": args.verify_gzip}),
             DownloadResult, deadline=max(deadline, workflow.now() + DOWNLOAD_BUDGET),
-            summary=f"Download export of operation {operation_id} (resumable, gzip + sha256 verified)",
+            summary=f"Download export of operation {operation_id} (resumable, {checked})",
             timeout_message=f"downloading the export of operation {operation_id} did not finish in time",
             timeout_type=OPERATION_TIMEOUT, start_to_close=DOWNLOAD_ATTEMPT_TIMEOUT,
             heartbeat=DOWNLOAD_HEARTBEAT_TIMEOUT,
         )
-        track("done", f"export of operation {operation_id} stored at {download.location} "
-              f"({download.bytes} bytes, sha256 {download.sha256[:12]}...)", bytes=download.bytes)
+        track("done", f"Done: the export of operation {code(operation_id)} is stored", [
+            ("Location", code(download.location, 160)),
+            ("Size", size(download.bytes)),
+            ("sha256", code(download.sha256)),
+        ], bytes=download.bytes)
         return SegmentExportResult(operation_id=operation_id, export_id=str(export_id) if export_id else None,
                                    location=download.location, bytes=download.bytes, sha256=download.sha256,
                                    content_type=download.content_type, filename=download.filename)
