@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from activities.fullstory_client import FullstoryClient, malformed_error
+from activities.fullstory_client import FullstoryClient, malformed_error, next_check_text
 from activities.heartbeat import Heartbeater, resume_details
 from activities.storage import PartFile, publish, resolve_destination, safe_name
 from workflows.activity_types import (
@@ -134,7 +134,7 @@ class BatchActivities:
             delay = response.retry_after or poll_delay(attempt, params.max_poll_seconds)
             raise ApplicationError(
                 f"{params.kind} batch job {params.job_id} is still PROCESSING "
-                f"(check {attempt}); next check in {delay.total_seconds():g}s",
+                f"(check {attempt}); {next_check_text(delay)}",
                 {"status": "PROCESSING", "attempt": attempt, "next_check_seconds": delay.total_seconds()},
                 type=BATCH_JOB_NOT_FINISHED,
                 next_retry_delay=delay,

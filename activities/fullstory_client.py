@@ -13,7 +13,7 @@ import json
 import math
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -146,9 +146,17 @@ def error_from_transport(exc: httpx.TransportError, what: str) -> ApplicationErr
     )
 
 
+def next_check_text(delay: timedelta) -> str:
+    """"next check in 7 s (at 15:40:24 UTC)": the retry's time, for the UI's Last Failure and logs."""
+    at = datetime.now(timezone.utc) + delay
+    seconds = delay.total_seconds()
+    span = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+    return f"next check in {span} (at {at:%H:%M:%S} UTC{'' if seconds < 43200 else f' on {at:%Y-%m-%d}'})"
+
+
 def not_ready_error(what: str, delay: timedelta = NOT_READY_DELAY) -> ApplicationError:
     return ApplicationError(
-        f"{what}: not ready yet (HTTP 202), checking again in {delay.total_seconds():g}s",
+        f"{what}: not ready yet (HTTP 202); {next_check_text(delay)}",
         {"status": 202},
         type=RESULTS_NOT_READY,
         next_retry_delay=delay,

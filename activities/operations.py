@@ -16,7 +16,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities.batch import poll_delay
-from activities.fullstory_client import FullstoryClient, malformed_error, redact_url
+from activities.fullstory_client import FullstoryClient, malformed_error, next_check_text, redact_url
 from workflows.activity_types import (
     CREATE_SEGMENT_EXPORT,
     OPERATION_NOT_FINISHED,
@@ -65,7 +65,7 @@ class OperationActivities:
         delay = response.retry_after or poll_delay(checks, params.max_poll_seconds)
         pct_text = f", {pct:g}% complete" if pct is not None else ""
         raise ApplicationError(
-            f"operation {params.operation_id} is {op.state}{pct_text}; next check in {delay.total_seconds():g}s",
+            f"operation {params.operation_id} is {op.state}{pct_text}; {next_check_text(delay)}",
             {"state": op.state, "estimate_pct_complete": pct, "checks": checks},
             type=OPERATION_NOT_FINISHED,
             next_retry_delay=delay,

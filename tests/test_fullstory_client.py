@@ -187,3 +187,17 @@ def test_redact_url_drops_query_and_userinfo():
 def test_key_is_not_in_repr_or_str():
     c = FullstoryClient(KEY, "https://api.example.test")
     assert KEY not in repr(c.__dict__.get("base_url")) and KEY not in repr(c)
+
+
+def test_next_check_text_names_the_delay_and_the_clock_time():
+    from datetime import datetime, timedelta, timezone
+
+    from activities.fullstory_client import next_check_text
+
+    before = datetime.now(timezone.utc)
+    text = next_check_text(timedelta(seconds=6.75))
+    assert text.startswith("next check in 7 s (at ") and text.endswith(" UTC)")
+    clock = text[-13:-5]
+    assert clock in {f"{before + timedelta(seconds=s):%H:%M:%S}" for s in (6, 7, 8)}
+    assert next_check_text(timedelta(hours=6)).startswith("next check in 360 min (at ")
+    assert " on 20" in next_check_text(timedelta(hours=20))
