@@ -192,3 +192,12 @@ async def test_a_second_start_of_the_same_job_joins_the_first(ts_env, sim, tmp_p
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING, result_type=BatchImportResult)
         assert h2.result_run_id == h1.result_run_id
         assert (await h2.result()) == (await h1.result())
+
+
+async def test_the_shortest_poll_interval_allowed_works(ts_env, sim, tmp_path):
+    """max_poll_interval 1 s (the minimum the input accepts) once made an invalid retry policy (max < initial)."""
+    job_id = sim.add_batch_job(kind="users", duration=30, imports=5)
+    async with running_worker(ts_env.client, sim.base_url, tmp_path) as tq:
+        handle = await start(ts_env, tq, {"kind": "users", "job_id": job_id, "max_poll_interval": 1})
+        result = await asyncio.wait_for(handle.result(), 60)
+    assert (result.status, result.imports) == ("COMPLETED", 5)

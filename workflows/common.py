@@ -100,7 +100,7 @@ CALL_TIMEOUT = timedelta(seconds=30)
 
 def poll_retry(max_interval: timedelta) -> RetryPolicy:
     """Retry policy of a wait: the activity's `next_retry_delay` sets each gap; this is the fallback."""
-    return RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=1.5,
+    return RetryPolicy(initial_interval=min(timedelta(seconds=2), max_interval), backoff_coefficient=1.5,
                        maximum_interval=max_interval, non_retryable_error_types=NON_RETRYABLE)
 
 
