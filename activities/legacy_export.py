@@ -51,7 +51,7 @@ class Manifest:
         if not entry:
             return None
         path = self.path.parent / entry["file"]
-        if not path.exists() or path.stat().st_size != entry["bytes"] or _sha256(path) != entry["sha256"]:
+        if not path.exists() or path.stat().st_size != entry["bytes"] or file_sha256(path) != entry["sha256"]:
             return None
         return StoredBundle(location=str(path), bytes=entry["bytes"], sha256=entry["sha256"], skipped=True)
 
@@ -63,7 +63,7 @@ class Manifest:
         os.replace(tmp, self.path)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as fh:
         while chunk := fh.read(1 << 20):

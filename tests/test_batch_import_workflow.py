@@ -13,7 +13,7 @@ import pytest_asyncio
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from conftest import API_KEY, TemporalClock, running_worker, server_time
+from conftest import TemporalClock, running_worker, server_time
 from workflows.models import BatchImportResult, batch_workflow_id, idempotency_key
 
 STATUS_ROUTE = "/v2/{kind}/batch/{job_id}"

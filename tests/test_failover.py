@@ -13,11 +13,9 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -28,7 +26,8 @@ from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from conftest import API_KEY, wait_until
+from activities.legacy_export import file_sha256
+from conftest import API_KEY, free_port, wait_until
 from worker import find_binary
 from worker_process import WorkerProcess
 from workflows.models import (
@@ -64,14 +63,6 @@ def exited(proc: psutil.Process) -> bool:
         return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 async def poll(predicate, timeout: float, what: str, every: float = 0.2):
@@ -258,7 +249,7 @@ async def test_sigkill_one_of_two_workers_the_other_finishes_every_workflow_exac
     path = Path(export_result.location)
     assert path.parent == export_dir
     assert export_result.bytes == EXPORT_SIZE == path.stat().st_size
-    assert export_result.sha256 == sim.file_sha256(export_result.operation_id) == sha256_of(path)
+    assert export_result.sha256 == sim.file_sha256(export_result.operation_id) == file_sha256(path)
     served = sim.bytes_served(export_result.operation_id)
     assert served < EXPORT_SIZE + EXPORT_SIZE // 2, f"not resumed: {served} bytes served for {EXPORT_SIZE}"
 
@@ -272,7 +263,7 @@ async def test_sigkill_one_of_two_workers_the_other_finishes_every_workflow_exac
     for bundle_id in bundle_ids[:BUNDLES_WANTED]:
         (file,) = [f for f in files if f.name.endswith(f"-{bundle_id}.json.gz")]
         assert manifest[bundle_id] == {"file": file.name, "bytes": BUNDLE_SIZE, "sha256": sim.bundle_sha256(bundle_id)}
-        assert sha256_of(file) == sim.bundle_sha256(bundle_id)
+        assert file_sha256(file) == sim.bundle_sha256(bundle_id)
         assert sim.bytes_served(bundle_id) < 2 * BUNDLE_SIZE
     assert sim.bytes_served(bundle_ids[-1]) == 0
     assert sim.legacy_429s == 0
@@ -288,12 +279,6 @@ async def test_sigkill_one_of_two_workers_the_other_finishes_every_workflow_exac
 
 
 # --- 2. the Temporal dev server restarts mid-wait ---------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 class DevServer:
     """`temporal server start-dev` with a SQLite file, on fixed loopback ports, stopped by its own pid."""
@@ -430,7 +415,7 @@ async def test_dev_server_restart_mid_wait_worker_rides_it_out_and_workflows_fin
         path = Path(export_result.location)
         assert export_result.operation_id == op_id
         assert export_result.bytes == 4 << 20 == path.stat().st_size
-        assert export_result.sha256 == sim.file_sha256(op_id) == sha256_of(path)
+        assert export_result.sha256 == sim.file_sha256(op_id) == file_sha256(path)
         assert not parts(tmp_path)
         assert API_KEY not in worker.log()
         print(f"restart test: {time.monotonic() - t_start:.1f}s in all; results "

@@ -7,24 +7,17 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
 import urllib.error
 import urllib.request
 
 import pytest
 
-from conftest import API_KEY, wait_until
+from conftest import API_KEY, free_port
 from activities.metrics import endpoint_of
 from workflows.models import (BatchImportResult, DataExportSyncResult, SegmentExportResult, batch_workflow_id,
                               segment_export_workflow_id)
 
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_get(url: str) -> tuple[int, str]:

@@ -13,7 +13,7 @@ import pytest_asyncio
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from conftest import API_KEY, TemporalClock, running_worker, server_time
+from conftest import TemporalClock, running_worker, server_time
 from workflows.models import Operation, SegmentExportResult, operation_workflow_id
 
 OP_ROUTE = "/operations/v1/{operation_id}"
