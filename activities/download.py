@@ -202,16 +202,6 @@ class DownloadActivities:
             return Location(url, True)
         return Location(source.url, False)
 
-    @staticmethod
-    def default_filename(source: DownloadSource) -> str:
-        if isinstance(source, SearchExportSource):
-            return f"export-{source.export_id}.gz"
-        if isinstance(source, OperationSource):
-            return f"operation-{source.operation_id}.gz"
-        if isinstance(source, LegacyBundleSource):
-            return f"bundle-{source.bundle_id}.json.gz"
-        return Path(urlsplit(source.url).path).name or "download.gz"
-
     @activity.defn(name=DOWNLOAD_TO_DESTINATION)
     async def download_to_destination(self, params: DownloadParams) -> DownloadResult:
         dest = resolve_destination(params.destination, self.data_dir)
@@ -253,7 +243,7 @@ class DownloadActivities:
             sink = await loop.run_in_executor(writer, _Sink, part, keep, params.verify_gzip)
             location = await self.locate(source)
             if sink.size:
-                activity_log(f"resuming download of {_describe(source)} at byte {sink.size}")
+                activity_log(f"resuming download of {source.describe()} at byte {sink.size}")
             while True:
                 if not fresh and location.expired():
                     location = await self._refresh(source, refreshes, sink.size, "the URL's expiry passed")
@@ -314,7 +304,7 @@ class DownloadActivities:
             await loop.run_in_executor(writer, sink.finish)
         except GzipCorrupt as e:
             await _discard(loop, writer, sink, part)  # never keep or resume from bytes that do not inflate
-            raise ApplicationError(f"download of {_describe(source)} is not a valid gzip: {e}",
+            raise ApplicationError(f"download of {source.describe()} is not a valid gzip: {e}",
                                    type=DOWNLOAD_CORRUPT) from None
         except ApplicationError as e:
             if e.non_retryable:
@@ -328,8 +318,8 @@ class DownloadActivities:
             raise
         finally:
             writer.shutdown(wait=False)
-        wanted = sanitize_filename(params.filename or served_name, self.default_filename(source))
-        final = await asyncio.to_thread(_commit, part, directory, wanted, _tag(source), sink.size,
+        wanted = sanitize_filename(params.filename or served_name, source.default_filename())
+        final = await asyncio.to_thread(_commit, part, directory, wanted, safe_name(source.key(), 60), sink.size,
                                         sink.sha.hexdigest(), params.filename is not None)
         beat(sink.size, force=True)
         return DownloadResult(location=str(final), bytes=sink.size, sha256=sink.sha.hexdigest(),
@@ -337,9 +327,9 @@ class DownloadActivities:
 
     async def _refresh(self, source: DownloadSource, budget: _Budget, offset: int, why: str) -> Location:
         if not budget.spend(offset):
-            raise ApplicationError(f"download of {_describe(source)}: the storage URL kept failing ({why}) "
+            raise ApplicationError(f"download of {source.describe()}: the storage URL kept failing ({why}) "
                                    f"after {budget.limit} fresh URLs; will retry", type="DownloadUrlRejected")
-        activity_log(f"{why}: fetching a fresh download URL for {_describe(source)} (at byte {offset})")
+        activity_log(f"{why}: fetching a fresh download URL for {source.describe()} (at byte {offset})")
         return await self.locate(source)
 
 
@@ -441,26 +431,6 @@ def _unsatisfied_total(response: httpx.Response) -> int | None:
     """The file size from a 416's `Content-Range: bytes */N`."""
     m = re.match(r"bytes \*/(\d+)", response.headers.get("content-range", ""))
     return int(m.group(1)) if m else None
-
-
-def _tag(source: DownloadSource) -> str:
-    if isinstance(source, SearchExportSource):
-        return safe_name(source.export_id, 60)
-    if isinstance(source, OperationSource):
-        return safe_name(source.operation_id, 60)
-    if isinstance(source, LegacyBundleSource):
-        return safe_name(source.bundle_id, 60)
-    return hashlib.sha256(source.url.encode()).hexdigest()[:12]
-
-
-def _describe(source: DownloadSource) -> str:
-    if isinstance(source, SearchExportSource):
-        return f"search export {source.export_id}"
-    if isinstance(source, OperationSource):
-        return f"operation {source.operation_id}"
-    if isinstance(source, LegacyBundleSource):
-        return f"bundle {source.bundle_id}"
-    return redact_url(source.url)
 
 
 def activity_log(message: str) -> None:

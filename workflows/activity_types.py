@@ -7,8 +7,11 @@ tolerant: unknown fields are ignored, optional ones may be absent.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
+from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -172,10 +175,29 @@ class SearchExportSource(BaseModel):
     kind: Literal["search_export"] = "search_export"
     export_id: str
 
+    def describe(self) -> str:
+        return f"search export {self.export_id}"
+
+    def key(self) -> str:
+        """Tells this source's file from another's of the same name."""
+        return self.export_id
+
+    def default_filename(self) -> str:
+        return f"export-{self.export_id}.gz"
+
 
 class OperationSource(BaseModel):
     kind: Literal["operation"] = "operation"
     operation_id: str
+
+    def describe(self) -> str:
+        return f"operation {self.operation_id}"
+
+    def key(self) -> str:
+        return self.operation_id
+
+    def default_filename(self) -> str:
+        return f"operation-{self.operation_id}.gz"
 
 
 class LegacyBundleSource(BaseModel):
@@ -187,10 +209,29 @@ class LegacyBundleSource(BaseModel):
     def _id_text(cls, v: Any) -> str:
         return str(v)
 
+    def describe(self) -> str:
+        return f"bundle {self.bundle_id}"
+
+    def key(self) -> str:
+        return self.bundle_id
+
+    def default_filename(self) -> str:
+        return f"bundle-{self.bundle_id}.json.gz"
+
 
 class UrlSource(BaseModel):
     kind: Literal["url"] = "url"
     url: str
+
+    def describe(self) -> str:
+        parts = urlsplit(self.url)  # no query (a signed URL's credentials), no userinfo
+        return urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[-1], parts.path, "", ""))
+
+    def key(self) -> str:
+        return hashlib.sha256(self.url.encode()).hexdigest()[:12]
+
+    def default_filename(self) -> str:
+        return PurePosixPath(urlsplit(self.url).path).name or "download.gz"
 
 
 DownloadSource = Annotated[
