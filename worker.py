@@ -186,6 +186,10 @@ async def start_embedded_temporal(stack: contextlib.AsyncExitStack, settings: Se
         dev_server_existing_path=binary, port=port, ui=True, ui_port=ui_port, runtime=runtime,
         dev_server_database_filename=str(STATE_DIR / "temporal.db"), namespace=target.namespace,
         data_converter=DATA_CONVERTER, dev_server_log_level="error",
+        # One partition per task queue: the server's rate limit on the bundle-downloads queue then starts
+        # at once and keeps 2/min (with the default 4 partitions the first download waited ~2 min).
+        dev_server_extra_args=["--dynamic-config-value", "matching.numTaskqueueReadPartitions=1",
+                               "--dynamic-config-value", "matching.numTaskqueueWritePartitions=1"],
     )
     stack.push_async_callback(env.shutdown)
     address, ui_url = f"127.0.0.1:{port}", f"http://127.0.0.1:{ui_port}"
