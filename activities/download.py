@@ -37,7 +37,11 @@ from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.fullstory_client import FullstoryClient, error_from_response, error_from_transport, redact_url
+from activities.fullstory_client import (
+    FullstoryClient,
+    error_from_response,
+    error_from_transport,
+)
 from activities.gzip_check import GzipChecker, GzipCorrupt, start_checker
 from activities.heartbeat import Heartbeater, resume_details
 from activities.storage import publish, resolve_destination, safe_name
@@ -50,6 +54,7 @@ from workflows.activity_types import (
     LegacyBundleSource,
     OperationSource,
     SearchExportSource,
+    redact_url,
 )
 
 CHUNK = 1 << 20

@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
@@ -103,15 +102,6 @@ def parse_retry_after(value: str | None, now: float | None = None) -> timedelta 
     if math.isnan(seconds):
         return None
     return min(timedelta(seconds=max(0.0, seconds)), MAX_RETRY_AFTER)
-
-
-def redact_url(url: str | httpx.URL) -> str:
-    """A URL fit for logs and errors: no query string (signed URLs carry credentials there), no userinfo."""
-    parts = urlsplit(str(url))
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def error_from_response(response: httpx.Response, what: str, *, hint: str | None = None) -> ApplicationError:

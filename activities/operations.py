@@ -16,7 +16,11 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities.batch import poll_delay
-from activities.fullstory_client import FullstoryClient, malformed_error, next_check_text, redact_url
+from activities.fullstory_client import (
+    FullstoryClient,
+    malformed_error,
+    next_check_text,
+)
 from workflows.activity_types import (
     CREATE_SEGMENT_EXPORT,
     OPERATION_NOT_FINISHED,
@@ -24,6 +28,7 @@ from workflows.activity_types import (
     CreateSegmentExportParams,
     OperationSnapshot,
     WaitForOperationParams,
+    redact_url,
 )
 from workflows.models import Operation
 

@@ -10,7 +10,8 @@ import httpx
 import pytest
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from activities.fullstory_client import FullstoryClient, parse_retry_after, redact_url
+from activities.fullstory_client import FullstoryClient, parse_retry_after
+from workflows.activity_types import redact_url
 
 KEY = "sekrit-key-123"
 

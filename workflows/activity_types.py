@@ -17,6 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from workflows.models import BatchJobStatus, BatchKind
 
+def redact_url(url: object) -> str:
+    """A URL fit for logs, errors, history and the UI: no query string (signed URLs carry credentials
+    there), no fragment, no userinfo. A plain path stays as it is."""
+    parts = urlsplit(str(url))
+    return urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[-1], parts.path, "", ""))
+
+
 # Activity names: the workflow refers to activities by these, never by import.
 CREATE_BATCH_JOB = "create_batch_job"
 WAIT_FOR_BATCH_JOB = "wait_for_batch_job"
@@ -224,8 +231,7 @@ class UrlSource(BaseModel):
     url: str
 
     def describe(self) -> str:
-        parts = urlsplit(self.url)  # no query (a signed URL's credentials), no userinfo
-        return urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[-1], parts.path, "", ""))
+        return redact_url(self.url)
 
     def key(self) -> str:
         return hashlib.sha256(self.url.encode()).hexdigest()[:12]

@@ -17,13 +17,13 @@ import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ValidationError
 from temporalio.api.enums.v1 import ApplicationErrorCategory
 from temporalio.api.failure.v1 import Failure
 from temporalio.converter import DefaultFailureConverter, PayloadConverter
 
+from workflows.activity_types import redact_url
 from workflows.models import (
     BatchImportInput,
     DataExportSyncInput,
@@ -100,14 +100,7 @@ def escape(text: str) -> str:
 
 def location(dest: str | None, limit: int = 80) -> str:
     """A destination for display: no userinfo, no query or fragment (signatures, tokens), shortened."""
-    if not dest:
-        return DATA_DIR
-    parts = urlsplit(dest)
-    if parts.scheme and parts.netloc:
-        dest = urlunsplit((parts.scheme, parts.hostname or "", parts.path, "", ""))
-    elif parts.query or parts.fragment:
-        dest = urlunsplit((parts.scheme, "", parts.path, "", ""))
-    return code(dest, limit)
+    return code(redact_url(dest), limit) if dest else DATA_DIR
 
 
 def bar(pct: float, width: int = 20) -> str:
