@@ -34,6 +34,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.batch import BatchActivities
+from activities.data_converter import DATA_CONVERTER
 from activities.download import DownloadActivities
 from activities.legacy_export import LegacyExportActivities
 from activities.operations import OperationActivities
@@ -46,7 +47,7 @@ from activities.temporal_connection import (STATE_DIR, TemporalTarget, forget_em
                                             record_embedded, ui_link)
 from workflows.batch_import import BatchImportWorkflow
 from workflows.models import BatchImportInput
-from workflows.ui_text import data_converter_for_ui, start_texts
+from workflows.ui_text import start_texts
 from workflows.data_export_sync import DataExportSyncWorkflow, downloads_task_queue
 from workflows.operation import OperationWorkflow
 from workflows.segment_export import SegmentExportWorkflow
@@ -55,8 +56,6 @@ log = logging.getLogger("fullstory_jobs.worker")
 
 WORKFLOWS = [BatchImportWorkflow, OperationWorkflow, SegmentExportWorkflow, DataExportSyncWorkflow]
 SIMULATOR_KEY = "simulator-key"
-# Pydantic payloads; benign "not finished yet" failures without a stack trace in the UI.
-DATA_CONVERTER = data_converter_for_ui()
 GRACEFUL_SHUTDOWN = timedelta(seconds=20)  # SIGTERM: in-flight activities get this long (k8s grace period: 30 s)
 
 

@@ -15,13 +15,12 @@ from temporalio.api.failure.v1 import Failure
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
+from activities.data_converter import DATA_CONVERTER, BenignWithoutStackTrace
 from workflows.models import BatchImportInput, SegmentExportInput
 from workflows.ui_text import (
-    BenignWithoutStackTrace,
     at,
     bar,
     current_details,
-    data_converter_for_ui,
     location,
     one_line,
     size,
@@ -166,8 +165,8 @@ def test_benign_not_finished_failures_carry_no_stack_trace_real_ones_do():
     assert benign.application_failure_info.next_retry_delay.ToTimedelta() == timedelta(seconds=5)
     real = _failure(ApplicationError("boom", type="FullstoryBadRequest"))
     assert "test_ui_text.py" in real.stack_trace
-    assert data_converter_for_ui().failure_converter_class is BenignWithoutStackTrace
-    assert data_converter_for_ui().payload_converter_class is pydantic_data_converter.payload_converter_class
+    assert DATA_CONVERTER.failure_converter_class is BenignWithoutStackTrace
+    assert DATA_CONVERTER.payload_converter_class is pydantic_data_converter.payload_converter_class
 
 
 # --- what the workflows show while they run ------------------------------------------------------

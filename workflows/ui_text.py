@@ -12,16 +12,12 @@ Locations lose any userinfo and query string (a signed URL's signature, say).
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from temporalio.api.enums.v1 import ApplicationErrorCategory
-from temporalio.api.failure.v1 import Failure
-from temporalio.converter import DefaultFailureConverter, PayloadConverter
 
 from workflows.activity_types import redact_url
 from workflows.models import (
@@ -288,26 +284,3 @@ _TITLES = {"BatchImportWorkflow": "Batch import", "SegmentExportWorkflow": "Segm
            "OperationWorkflow": "Fullstory operation", "DataExportSyncWorkflow": "Legacy data export sync"}
 _BUILDERS: dict[str, Any] = {"BatchImportWorkflow": _batch, "SegmentExportWorkflow": _segment_export,
                              "OperationWorkflow": _operation, "DataExportSyncWorkflow": _sync}
-
-
-# --- benign failures without a stack trace ---------------------------------------------------------
-
-class BenignWithoutStackTrace(DefaultFailureConverter):
-    """Drops the stack trace of a BENIGN application failure ("not finished yet, check again later").
-
-    A wait is an activity that fails benignly until the job is done; the UI's *Pending Activities*
-    tab shows each attempt's failure, and a Python traceback under "still PROCESSING" reads like a
-    crash. Real failures keep their traces. Use through `data_converter_for_ui()`.
-    """
-
-    def to_failure(self, exception: BaseException, payload_converter: PayloadConverter, failure: Failure) -> None:
-        super().to_failure(exception, payload_converter, failure)
-        if failure.application_failure_info.category == ApplicationErrorCategory.APPLICATION_ERROR_CATEGORY_BENIGN:
-            failure.stack_trace = ""
-
-
-def data_converter_for_ui(base: Any = None) -> Any:
-    """`base` (default: the pydantic data converter) with BenignWithoutStackTrace as its failure converter."""
-    if base is None:
-        from temporalio.contrib.pydantic import pydantic_data_converter as base
-    return dataclasses.replace(base, failure_converter_class=BenignWithoutStackTrace)
