@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
@@ -102,10 +102,6 @@ def _is_simple(annotation: Any) -> bool:
     return annotation in (str, int, float, bool, timedelta)
 
 
-def _is_bool(annotation: Any) -> bool:
-    return annotation is bool
-
-
 def add_model_flags(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
     """One --flag per input field; help from the field's description; complex fields take JSON (or @file)."""
     for name, info in model.model_fields.items():
@@ -114,7 +110,7 @@ def add_model_flags(parser: argparse.ArgumentParser, model: type[BaseModel]) -> 
         flag = "--" + name.replace("_", "-")
         text = (info.description or "").replace("%", "%%")
         choices = typing.get_args(info.annotation) if typing.get_origin(info.annotation) is typing.Literal else None
-        if _is_bool(info.annotation):
+        if info.annotation is bool:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
         elif _is_simple(info.annotation):
             parser.add_argument(flag, dest=name, default=None, choices=choices, metavar=None if choices else "VALUE",
@@ -178,24 +174,48 @@ def _failure_text(err: BaseException) -> str:
     return texts[-1] if texts else "unknown failure"
 
 
+async def start(client: Client, target: TemporalTarget, settings: Settings, workflow: str, model: BaseModel,
+                workflow_id: str) -> WorkflowHandle:
+    """Start (or join, while it runs) `workflow` with the UI's static texts; print its id and UI link."""
+    summary, details = start_texts(workflow, model)
+    handle = await client.start_workflow(
+        workflow, model, id=workflow_id, task_queue=settings.fullstory_task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING, static_summary=summary, static_details=details,
+    )
+    print(f"workflow id: {workflow_id}", flush=True)
+    if link := ui_link(target, workflow_id, settings.temporal_ui_url):
+        print(f"UI: {link}", flush=True)
+    return handle
+
+
 async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     spec = next(s for s in START_SPECS if s.command == args.start_what)
     model = build_input(spec, args)
     target = for_cli()
     client = await connect_client(target)
     workflow_id = args.id or spec.workflow_id(model)
-    summary, details = start_texts(spec.workflow, model)
-    handle = await client.start_workflow(
-        spec.workflow, model, id=workflow_id, task_queue=settings.fullstory_task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING, static_summary=summary, static_details=details,
-    )
-    print(f"workflow id: {workflow_id}", flush=True)
-    if link := ui_link(target, workflow_id, settings.temporal_ui_url):
-        print(f"UI: {link}", flush=True)
+    handle = await start(client, target, settings, spec.workflow, model, workflow_id)
     if not args.wait:
         print(f"follow it: fullstory-jobs status {workflow_id}; fullstory-jobs result {workflow_id}", flush=True)
         return 0
     return await _print_result(client, workflow_id, handle.result_run_id)
+
+
+async def cmd_demo(settings: Settings) -> int:
+    """One events and one users import against the simulator (or Fullstory), results printed."""
+    from worker import running_workers, services
+
+    async with services(settings) as rt, running_workers(rt):
+        started = []
+        for kind, n in (("events", 25), ("users", 12)):
+            requests = [({"name": "Demo Event", "user": {"uid": f"demo-{i}"}} if kind == "events"
+                         else {"uid": f"demo-{i}", "display_name": f"Demo User {i}"}) for i in range(n)]
+            model = BatchImportInput(kind=kind, requests=requests, collect_imports=True)
+            workflow_id = _batch_id(model)
+            handle = await start(rt.client, rt.target, rt.settings, "BatchImportWorkflow", model, workflow_id)
+            started.append((workflow_id, handle.result_run_id))
+        results = [await _print_result(rt.client, workflow_id, run_id) for workflow_id, run_id in started]
+    return max(results)
 
 
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -274,11 +294,13 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))  # stdout is the answer
     try:
         settings = load_settings()
-        if command in ("worker", "demo"):
-            from worker import demo, serve
+        if command == "worker":
+            from worker import serve
 
-            asyncio.run(demo(settings) if command == "demo" else serve(settings))
+            asyncio.run(serve(settings))
             return 0
+        if command == "demo":
+            return asyncio.run(cmd_demo(settings))
         handler = {"start": cmd_start, "status": cmd_status, "result": cmd_result}[command]
         return asyncio.run(handler(args, settings))
     except (SettingsError, UsageError) as e:

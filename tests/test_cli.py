@@ -142,3 +142,17 @@ def test_make_run_then_start_status_and_result_from_a_fresh_directory(tmp_path):
         worker.stop()
     assert worker.proc.returncode == 0
     assert not (tmp_path / ".temporal" / "endpoint.json").exists()  # forgotten when the worker stops
+
+
+@pytest.mark.e2e
+def test_demo_runs_two_imports_to_their_results(tmp_path):
+    proc = cli("demo", cwd=tmp_path, env=clean_env(FULLSTORY_DATA_DIR=str(tmp_path / "data")), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    decoder, text, results = json.JSONDecoder(), proc.stdout, []
+    while (start := text.find("{\n")) != -1:
+        result, end = decoder.raw_decode(text, start)
+        results.append(result)
+        text = text[end:]
+    # 25 events and 12 users sent; the demo simulator fails 3 of each; errors and imports are both collected.
+    assert [(r["kind"], r["status"], r["imports"], r["errors"], r["records_collected"]) for r in results] == [
+        ("events", "FAILED", 22, 3, 25), ("users", "FAILED", 9, 3, 12)]
