@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from activities.legacy_export import file_sha256
 from conftest import API_KEY, free_port, wait_until
 from worker import find_binary
-from worker_process import WorkerProcess
+from worker_process import WorkerProcess, stop_process
 from workflows.models import (
     BatchImportResult,
     DataExportSyncResult,
@@ -316,13 +315,7 @@ class DevServer:
                 await asyncio.sleep(0.1)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        stop_process(self.proc, grace=20)
 
 
 @pytest.fixture

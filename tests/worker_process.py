@@ -12,6 +12,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+def stop_process(proc: subprocess.Popen | None, grace: float) -> None:
+    """SIGTERM a process we started (by its pid), SIGKILL it if it is still there after `grace` seconds."""
+    if proc is not None and proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
 class WorkerProcess:
     def __init__(self, log_path: Path, env: dict[str, str], cwd: Path = REPO) -> None:
         self.log_path = log_path
@@ -43,13 +54,7 @@ class WorkerProcess:
             self.proc.wait(10)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        stop_process(self.proc, grace=30)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
