@@ -39,9 +39,9 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
-from activities.logging_setup import configure_logging
-from activities.settings import Settings, SettingsError, load_settings
-from activities.temporal_connection import TemporalTarget, for_cli, ui_link
+from infra.logging_setup import configure_logging
+from infra.settings import Settings, SettingsError, load_settings
+from infra.temporal_connection import TemporalTarget, for_cli, ui_link
 from workflows.models import (
     BatchImportInput,
     DataExportSyncInput,

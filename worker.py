@@ -5,7 +5,7 @@
 
 `python worker.py ARGS` is `fullstory-jobs ARGS`: the command line is in cli.py. With no Temporal
 address configured (TEMPORAL_ADDRESS or a profile: see
-activities/temporal_connection.py) it starts the bundled Temporal dev server (with its
+infra/temporal_connection.py) it starts the bundled Temporal dev server (with its
 UI, state in ./.temporal/) and prints the UI's URL. With no FULLSTORY_API_KEY
 it starts the bundled Fullstory simulator and says so loudly.
 """
@@ -32,16 +32,16 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.batch import BatchActivities
-from activities.data_converter import DATA_CONVERTER
+from infra.data_converter import DATA_CONVERTER
 from activities.download import DownloadActivities
 from activities.legacy_export import LegacyExportActivities
 from activities.operations import OperationActivities
 from activities.fullstory_client import FullstoryClient
-from activities.health import Health
-from activities.logging_setup import add_secret, redact
-from activities.metrics import Metrics
-from activities.settings import Settings, SettingsError
-from activities.temporal_connection import (DEV_SERVER_PORT, DEV_UI_PORT, STATE_DIR, TemporalTarget, forget_embedded,
+from infra.health import Health
+from infra.logging_setup import add_secret, redact
+from infra.metrics import Metrics
+from infra.settings import Settings, SettingsError
+from infra.temporal_connection import (DEV_SERVER_PORT, DEV_UI_PORT, STATE_DIR, TemporalTarget, forget_embedded,
                                             load_temporal_target, record_embedded)
 from workflows.batch_import import BatchImportWorkflow
 from workflows.data_export_sync import DataExportSyncWorkflow, downloads_task_queue

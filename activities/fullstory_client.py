@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from activities.metrics import Metrics
+from infra.metrics import Metrics
 from workflows.activity_types import RESULTS_NOT_READY
 
 MAX_RETRY_AFTER = timedelta(hours=24)

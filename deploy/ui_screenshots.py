@@ -10,7 +10,7 @@ Not part of `make test` (it installs a browser and takes about a minute). It:
    adopting a 15-minute export operation (5 minutes in, so at 25%), with the static summary and
    details of `workflows.ui_text.start_texts` (what `fullstory-jobs start` sets), and lets them poll
    for a few seconds; the data converter drops stack traces of benign "not finished yet" failures
-   (`activities.data_converter.DATA_CONVERTER`);
+   (`infra.data_converter.DATA_CONVERTER`);
 4. prints what the UI is fed (each workflow's current details and its pending activity's summary,
    read back through the API) and saves headless screenshots of each workflow's page (Timeline tab,
    where the activity summaries show), its Pending Activities tab and its User Metadata tab (where
@@ -52,11 +52,11 @@ from temporalio.client import Client, WorkflowHandle  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from activities.fullstory_client import FullstoryClient  # noqa: E402
-from activities.settings import Settings  # noqa: E402
+from infra.settings import Settings  # noqa: E402
 from simulator import Simulator  # noqa: E402
 from worker import make_workers  # noqa: E402
 from workflows.models import batch_workflow_id, segment_export_workflow_id  # noqa: E402
-from activities.data_converter import DATA_CONVERTER  # noqa: E402
+from infra.data_converter import DATA_CONVERTER  # noqa: E402
 from workflows.ui_text import start_texts  # noqa: E402
 
 API_KEY = "ui-screenshots-key"

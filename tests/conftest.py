@@ -20,7 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.fullstory_client import FullstoryClient
 from simulator import Simulator
 from worker import make_workers
-from activities.settings import Settings
+from infra.settings import Settings
 
 VENV_BIN = Path(sys.executable).parent
 API_KEY = "test-api-key-0123456789"

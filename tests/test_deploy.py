@@ -10,7 +10,7 @@ var name is a real setting (ours or temporalio's envconfig), the key file the wo
 the Secret is mounted, the user is non-root and the same in the image and the pod, the grace periods
 cover the worker's graceful shutdown, the entrypoint is the console script and CMD one of its
 commands, and the probes and the compose healthcheck hit the worker's real health endpoint on the
-port the settings open (checked against activities/health.py serving on loopback).
+port the settings open (checked against infra/health.py serving on loopback).
 Independent of conftest.py.
 """
 
@@ -78,10 +78,10 @@ def k8s_objects() -> dict[str, dict[str, Any]]:
 
 
 def settings_env_names() -> set[str]:
-    """The environment variable names `activities.settings.Settings` reads."""
+    """The environment variable names `infra.settings.Settings` reads."""
     from pydantic import AliasChoices
 
-    from activities.settings import Settings
+    from infra.settings import Settings
 
     prefix = Settings.model_config.get("env_prefix", "")
     names = set()
@@ -110,8 +110,8 @@ def env_names_read_in_code() -> set[str]:
 
 
 def temporal_env_names() -> set[str]:
-    """Temporal's own connection settings, read by temporalio's envconfig (activities/temporal_connection.py)."""
-    from activities.temporal_connection import TEMPORAL_ENV_VARS
+    """Temporal's own connection settings, read by temporalio's envconfig (infra/temporal_connection.py)."""
+    from infra.temporal_connection import TEMPORAL_ENV_VARS
 
     return set(TEMPORAL_ENV_VARS)
 
@@ -279,7 +279,7 @@ def test_every_env_var_in_the_manifests_is_a_real_setting() -> None:
     assert config_maps == [objects["ConfigMap"]["metadata"]["name"]]
     names = set(objects["ConfigMap"]["data"]) | {e["name"] for e in c.get("env", [])}
     unknown = unknown_env_names(names)
-    assert not unknown, ("not settings of activities/settings.py nor temporalio envconfig names "
+    assert not unknown, ("not settings of infra/settings.py nor temporalio envconfig names "
                          f"(a typo is silently ignored): {sorted(unknown)}")
     assert "TEMPORAL_ADDRESS" in temporal_env_names() and "TEMPORAL_ADDRESS" in known
     assert set(objects["ConfigMap"]["data"]) >= {
@@ -291,7 +291,7 @@ def test_every_env_var_in_the_manifests_is_a_real_setting() -> None:
 
 
 def test_the_worker_loads_its_settings_from_the_pod_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from activities.settings import load_settings
+    from infra.settings import load_settings
 
     for name in known_env_names():
         monkeypatch.delenv(name, raising=False)
@@ -310,7 +310,7 @@ def test_the_worker_loads_its_settings_from_the_pod_environment(monkeypatch: pyt
     assert settings.fullstory_metrics_port == port_of(container(), "metrics")
 
     # The Temporal connection, as temporalio's envconfig reads it from the same environment.
-    from activities.temporal_connection import load_temporal_target
+    from infra.temporal_connection import load_temporal_target
 
     target = load_temporal_target({**env, "TEMPORAL_CONFIG_FILE": "/nonexistent/temporal.toml"})
     assert (target.address, target.namespace) == (env["TEMPORAL_ADDRESS"], env["TEMPORAL_NAMESPACE"])
@@ -418,7 +418,7 @@ def test_probes_and_metrics_use_the_named_ports_the_settings_open() -> None:
         assert c[probe]["httpGet"] == {"path": path, "port": "health"}, probe
         assert c[probe]["timeoutSeconds"] >= 1 and c[probe]["periodSeconds"] >= 5, probe
     # /readyz waits up to CHECK_TIMEOUT for Temporal's health check: the probe must wait longer.
-    from activities.health import CHECK_TIMEOUT
+    from infra.health import CHECK_TIMEOUT
 
     assert c["readinessProbe"]["timeoutSeconds"] > CHECK_TIMEOUT
     # Liveness does not kill a pod that is shutting down gracefully (both endpoints say 503 then).
@@ -458,8 +458,8 @@ def http_status(url: str) -> int:
 
 
 async def test_probe_paths_and_the_compose_healthcheck_against_the_worker_health_endpoint() -> None:
-    """The worker's own endpoint (activities/health.py) on loopback: what the kubelet and compose would see."""
-    from activities.health import Health
+    """The worker's own endpoint (infra/health.py) on loopback: what the kubelet and compose would see."""
+    from infra.health import Health
 
     temporal_ok = True
 
@@ -500,7 +500,7 @@ async def test_probe_paths_and_the_compose_healthcheck_against_the_worker_health
 
 
 def test_the_compose_healthcheck_reads_the_status_code() -> None:
-    """Independent of activities/health.py: 200 passes, 503 fails, a refused connection fails."""
+    """Independent of infra/health.py: 200 passes, 503 fails, a refused connection fails."""
     answer = {"status": 200}
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -630,7 +630,7 @@ def test_compose_services_fit_together() -> None:
     worker, sim = services["worker"], services["simulator"]
     env = compose_env(worker)
     unknown = unknown_env_names(set(env))
-    assert not unknown, f"not settings of activities/settings.py nor temporalio envconfig names: {sorted(unknown)}"
+    assert not unknown, f"not settings of infra/settings.py nor temporalio envconfig names: {sorted(unknown)}"
 
     # The simulator command: real flags of `python -m simulator`, and the worker points at it.
     argv = sim["entrypoint"]

@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 
 from conftest import API_KEY, free_port
-from activities.metrics import endpoint_of
+from infra.metrics import endpoint_of
 from workflows.models import (BatchImportResult, DataExportSyncResult, SegmentExportResult, batch_workflow_id,
                               segment_export_workflow_id)
 

@@ -15,7 +15,7 @@ from temporalio.api.failure.v1 import Failure
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from activities.data_converter import DATA_CONVERTER, BenignWithoutStackTrace
+from infra.data_converter import DATA_CONVERTER, BenignWithoutStackTrace
 from workflows.models import BatchImportInput, SegmentExportInput
 from workflows.ui_text import (
     at,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from activities.logging_setup import add_secret, configure_logging, redact
+from infra.logging_setup import add_secret, configure_logging, redact
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,7 +56,7 @@ def test_redaction_of_key_and_signed_url_query(capsys):
 
 
 def test_temporal_settings_come_from_envconfig_env_and_profile(tmp_path):
-    from activities.temporal_connection import load_temporal_target
+    from infra.temporal_connection import load_temporal_target
 
     assert load_temporal_target({}).embedded  # nothing configured: the embedded dev server
     cloud = load_temporal_target({"TEMPORAL_ADDRESS": "ns.acct.tmprl.cloud:7233", "TEMPORAL_NAMESPACE": "ns.acct",
@@ -74,7 +74,7 @@ def test_temporal_settings_come_from_envconfig_env_and_profile(tmp_path):
 
 
 def test_mtls_files_are_read_at_start(tmp_path):
-    from activities.temporal_connection import load_temporal_target
+    from infra.temporal_connection import load_temporal_target
 
     (tmp_path / "c.pem").write_text("CERT")
     (tmp_path / "k.pem").write_text("KEY")

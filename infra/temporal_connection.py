@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 from temporalio.envconfig import ClientConfigProfile
 
-from activities.settings import SettingsError
+from infra.settings import SettingsError
 
 TEMPORAL_ENV_VARS = (
     "TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "TEMPORAL_API_KEY", "TEMPORAL_TLS",

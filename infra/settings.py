@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     fullstory_health_port: int | None = Field(default=None, ge=1, le=65535)
 
     # The Temporal connection itself (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TLS, profiles)
-    # is read by temporalio's envconfig: activities/temporal_connection.py.
+    # is read by temporalio's envconfig: infra/temporal_connection.py.
     temporal_ui_port: int | None = Field(default=None, ge=1, le=65535)  # the embedded dev server's UI
     temporal_ui_url: str | None = None  # links printed by the CLI, for a cluster's own UI
 
