@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test demo simulator schemas bench clean
+.PHONY: run test test-fast lint format demo simulator schemas bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,18 @@ run: $(STAMP)   ## start the worker (embedded Temporal dev server + UI; simulato
 
 test: $(STAMP)  ## run every test
 	$(PY) -m pytest -q -ra tests
+
+test-fast: $(STAMP)  ## every test but the end-to-end ones (dev server, worker subprocesses, fault loops): under a minute
+	$(PY) -m pytest -q -ra -m "not e2e" tests
+
+lint: $(STAMP)  ## ruff (lint + format check) over everything, mypy over workflows/ and activities/
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy workflows activities
+
+format: $(STAMP)  ## apply ruff's formatting and safe fixes (then check with `make lint`)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
 
 demo: $(STAMP)  ## start one events and one users import against the simulator and print the results
 	$(PY) worker.py demo

@@ -6,7 +6,7 @@
     fullstory-jobs start segment-export --segment-id S --time-range '{"start": ..., "end": ...}'
     fullstory-jobs start operation --operation-id OP
     fullstory-jobs start data-export-sync --start 1700000000 --stop 1700086400
-    fullstory-jobs status WORKFLOW_ID                     the `progress` query, as JSON
+    fullstory-jobs status WORKFLOW_ID                     the `progress` query and pending activities, as JSON
     fullstory-jobs result WORKFLOW_ID                     wait for the result, print it as JSON
 
 `start` takes one flag per input field (see `fullstory-jobs start KIND --help`)
@@ -14,7 +14,7 @@ or the whole input as JSON with `--input` (`@file.json` reads a file); flags
 override `--input`. The input is validated here before anything is started.
 Temporal is found as the worker finds it (TEMPORAL_ADDRESS, profile TOML), or
 else at the embedded dev server a local `make run` recorded in ./.temporal/.
-Exit codes: 0 done, 1 the workflow failed, 2 bad arguments or settings.
+Exit codes: 0 done, 1 the workflow failed, 2 bad arguments or settings (or no Temporal to talk to).
 """
 
 from __future__ import annotations
@@ -27,65 +27,23 @@ import os
 import sys
 import types
 import typing
-import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.client import Client, WorkflowExecutionDescription, WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
 from infra.logging_setup import configure_logging
 from infra.settings import Settings, SettingsError, load_settings
-from infra.temporal_connection import TemporalTarget, for_cli, ui_link
-from workflows.models import (
-    BatchImportInput,
-    DataExportSyncInput,
-    OperationInput,
-    SegmentExportInput,
-    batch_workflow_id,
-    data_export_sync_workflow_id,
-    describe_validation_error,
-    operation_workflow_id,
-    segment_export_workflow_id,
-)
-from workflows.ui_text import start_texts
-
-HIDDEN_FIELDS = {"bundles_so_far", "bytes_so_far"}  # carried across continue-as-new, not for callers
-
-
-@dataclass(frozen=True)
-class StartSpec:
-    command: str
-    workflow: str
-    model: type[BaseModel]
-    workflow_id: Callable[[Any], str]
-
-
-def _batch_id(args: BatchImportInput) -> str:
-    if args.job_id:
-        return batch_workflow_id(args.kind, args.job_id)
-    return f"fullstory-batch-{args.kind}-new-{uuid.uuid4().hex[:12]}"
-
-
-def _segment_export_id(args: SegmentExportInput) -> str:
-    if args.operation_id:
-        return segment_export_workflow_id(args.operation_id)
-    return f"fullstory-segment-export-new-{uuid.uuid4().hex[:12]}"
-
-
-# Deterministic ids where a natural key exists: a second start of the same job joins the first.
-START_SPECS = [
-    StartSpec("batch-import", "BatchImportWorkflow", BatchImportInput, _batch_id),
-    StartSpec("segment-export", "SegmentExportWorkflow", SegmentExportInput, _segment_export_id),
-    StartSpec("operation", "OperationWorkflow", OperationInput, lambda a: operation_workflow_id(a.operation_id)),
-    StartSpec("data-export-sync", "DataExportSyncWorkflow", DataExportSyncInput,
-              lambda a: data_export_sync_workflow_id(a.destination)),
-]
+from infra.temporal_connection import TemporalTarget, for_cli, load_temporal_target, ui_link
+from infra.worker_host import HINT_CONFIGURED, HINT_LOCAL, connect, exit_now, running_workers, serve, services
+from workflows.batch_import import BatchImportInput
+from workflows.contract import describe_validation_error
+from workflows.registry import BY_COMMAND, JOBS, Job, start_texts
 
 
 class UsageError(Exception):
@@ -102,10 +60,10 @@ def _is_simple(annotation: Any) -> bool:
     return annotation in (str, int, float, bool, timedelta)
 
 
-def add_model_flags(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
+def add_model_flags(parser: argparse.ArgumentParser, model: type[BaseModel], hidden: frozenset[str]) -> None:
     """One --flag per input field; help from the field's description; complex fields take JSON (or @file)."""
     for name, info in model.model_fields.items():
-        if name in HIDDEN_FIELDS:
+        if name in hidden:
             continue
         flag = "--" + name.replace("_", "-")
         text = (info.description or "").replace("%", "%%")
@@ -132,13 +90,13 @@ def _load_json(value: str, what: str) -> Any:
         raise UsageError(f"{what}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
 
 
-def build_input(spec: StartSpec, args: argparse.Namespace) -> BaseModel:
+def build_input(job: Job, args: argparse.Namespace) -> BaseModel:
     data: dict[str, Any] = {}
     if args.input:
         data = _load_json(args.input, "--input")
         if not isinstance(data, dict):
             raise UsageError("--input: must be a JSON object")
-    for name, info in spec.model.model_fields.items():
+    for name, info in job.input.model_fields.items():
         value = getattr(args, name, None)
         if value is None:
             continue
@@ -146,15 +104,15 @@ def build_input(spec: StartSpec, args: argparse.Namespace) -> BaseModel:
             value = _load_json(value, "--" + name.replace("_", "-"))
         data[name] = value
     try:
-        return spec.model.model_validate(data)
+        return job.input.model_validate(data)
     except ValidationError as e:
-        raise UsageError(describe_validation_error(spec.model, e)) from None
+        raise UsageError(describe_validation_error(job.input, e)) from None
 
 
 async def connect_client(target: TemporalTarget) -> Client:
-    from worker import connect
-
-    return await connect(target)
+    """A client for `target`; when nothing answers, a one-line SettingsError saying what to do (exit 2)."""
+    configured = not load_temporal_target().embedded  # else target is what a local `make run` recorded
+    return await connect(target, hint=HINT_CONFIGURED if configured else HINT_LOCAL)
 
 
 def print_json(value: Any) -> None:
@@ -189,12 +147,12 @@ async def start(client: Client, target: TemporalTarget, settings: Settings, work
 
 
 async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
-    spec = next(s for s in START_SPECS if s.command == args.start_what)
-    model = build_input(spec, args)
+    job = BY_COMMAND[args.start_what]
+    model = build_input(job, args)
     target = for_cli()
     client = await connect_client(target)
-    workflow_id = args.id or spec.workflow_id(model)
-    handle = await start(client, target, settings, spec.workflow, model, workflow_id)
+    workflow_id = args.id or job.new_workflow_id(model)
+    handle = await start(client, target, settings, job.name, model, workflow_id)
     if not args.wait:
         print(f"follow it: fullstory-jobs status {workflow_id}; fullstory-jobs result {workflow_id}", flush=True)
         return 0
@@ -203,16 +161,23 @@ async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_demo(settings: Settings) -> int:
     """One events and one users import against the simulator (or Fullstory), results printed."""
-    from worker import running_workers, services
+    from worker import make_workers
 
-    async with services(settings) as rt, running_workers(rt):
+    # Two dev servers must never share .temporal/temporal.db: with a `make run` running here, demo uses its
+    # server, and its worker, which polls the same task queue: demo then only starts the imports and waits
+    # for their results (a second worker with its own simulator would split one job's calls between two
+    # simulators). With no worker polling that server, demo runs its own; with no server, it starts one.
+    # Nor does demo serve metrics: the port (FULLSTORY_METRICS_PORT) is the running worker's.
+    settings = settings.model_copy(update={"fullstory_metrics_port": None})
+    async with services(settings, reuse_running_server=True) as rt, running_workers(rt, make_workers):
         started = []
         for kind, n in (("events", 25), ("users", 12)):
             requests = [({"name": "Demo Event", "user": {"uid": f"demo-{i}"}} if kind == "events"
                          else {"uid": f"demo-{i}", "display_name": f"Demo User {i}"}) for i in range(n)]
             model = BatchImportInput(kind=kind, requests=requests, collect_imports=True)
-            workflow_id = _batch_id(model)
-            handle = await start(rt.client, rt.target, rt.settings, "BatchImportWorkflow", model, workflow_id)
+            job = BY_COMMAND["batch-import"]
+            workflow_id = job.new_workflow_id(model)
+            handle = await start(rt.client, rt.target, rt.settings, job.name, model, workflow_id)
             started.append((workflow_id, handle.result_run_id))
         results = [await _print_result(rt.client, workflow_id, run_id) for workflow_id, run_id in started]
     return max(results)
@@ -226,7 +191,8 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     except RPCError as e:
         raise UsageError(f"no workflow {args.workflow_id!r}: {e.message}") from None
     out: dict[str, Any] = {"workflow_id": args.workflow_id, "type": description.workflow_type,
-                           "status": description.status.name if description.status else None}
+                           "status": description.status.name if description.status else None,
+                           "pending_activities": pending_activities(description)}
     try:
         out["progress"] = await asyncio.wait_for(handle.query("progress"), 10)
     except Exception as e:  # no worker polling, or a workflow without the query
@@ -234,6 +200,31 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         out["progress_unavailable"] = _failure_text(e)
     print_json(out)
     return 0
+
+
+def _time(message: Any, field: str) -> str | None:
+    """A protobuf Timestamp field as ISO 8601 (UTC), None when unset."""
+    return getattr(message, field).ToDatetime(tzinfo=UTC).isoformat() if message.HasField(field) else None
+
+
+def pending_activities(description: WorkflowExecutionDescription) -> list[dict[str, Any]]:
+    """What the run waits on, from the server: each pending activity's attempt, state, last failure (first
+    line: e.g. "batch job X is still PROCESSING (check 3); next check in 8s"), when its current attempt was
+    scheduled, when the next one is (while it backs off between attempts), and its last heartbeat."""
+    out = []
+    for pa in description.raw_description.pending_activities:
+        failure = pa.last_failure.message.strip() if pa.HasField("last_failure") else ""
+        out.append({
+            "activity_id": pa.activity_id,
+            "activity_type": pa.activity_type.name,
+            "attempt": pa.attempt,
+            "state": PendingActivityState.Name(pa.state).removeprefix("PENDING_ACTIVITY_STATE_"),
+            "last_failure": failure.splitlines()[0] if failure else None,
+            "scheduled_time": _time(pa, "scheduled_time"),
+            "next_attempt_time": _time(pa, "next_attempt_schedule_time"),
+            "last_heartbeat_time": _time(pa, "last_heartbeat_time"),
+        })
+    return out
 
 
 async def cmd_result(args: argparse.Namespace, settings: Settings) -> int:
@@ -245,7 +236,7 @@ async def _print_result(client: Client, workflow_id: str, run_id: str | None, ti
     handle = client.get_workflow_handle(workflow_id, run_id=run_id)
     try:
         result = await asyncio.wait_for(handle.result(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         description = await handle.describe()
         print(f"fullstory-jobs: {workflow_id} is still {description.status.name if description.status else 'running'}"
               f" after {timeout:g}s", file=sys.stderr)
@@ -270,14 +261,14 @@ def make_parser() -> argparse.ArgumentParser:
     commands.add_parser("demo", help="start one events and one users import and print their results")
     start = commands.add_parser("start", help="start a workflow; prints its id and UI link")
     kinds = start.add_subparsers(dest="start_what", metavar="WORKFLOW", required=True)
-    for spec in START_SPECS:
-        sub = kinds.add_parser(spec.command, help=f"start a {spec.workflow}",
-                               description=(spec.model.__doc__ or "").strip())
+    for job in JOBS:
+        sub = kinds.add_parser(job.command, help=f"start a {job.name}", description=(job.input.__doc__ or "").strip())
         sub.add_argument("--input", metavar="JSON", help="the whole input as JSON (or @file.json); flags override it")
         sub.add_argument("--id", help="workflow id (default: derived from the job, so a second start joins the first)")
         sub.add_argument("--wait", action="store_true", help="wait for the result and print it")
-        add_model_flags(sub, spec.model)
-    status = commands.add_parser("status", help="a workflow's progress (the `progress` query) as JSON")
+        add_model_flags(sub, job.input, job.hidden_fields)
+    status = commands.add_parser("status", help="a workflow's status, progress (the `progress` query) and pending "
+                                                "activities (attempt, last failure, next attempt), as JSON")
     status.add_argument("workflow_id")
     result = commands.add_parser("result", help="wait for a workflow's result and print it as JSON")
     result.add_argument("workflow_id")
@@ -295,9 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
         if command == "worker":
-            from worker import serve
+            from worker import make_workers
 
-            asyncio.run(serve(settings))
+            asyncio.run(serve(settings, make_workers))
             return 0
         if command == "demo":
             return asyncio.run(cmd_demo(settings))
@@ -311,20 +302,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """The console script: `main()`, then a flush and `os._exit`.
-
-    A normal interpreter shutdown after using temporalio can abort with "Fatal Python error:
-    PyGILState_Release" (its runtime's threads outlive the interpreter; seen here in about one
-    run in ten), turning a clean exit 0 into SIGABRT. Everything was closed by then.
-    """
+    """The console script: `main()`, then a flush and `os._exit` (see infra.worker_host.exit_now)."""
     try:
         rc = main()
     except SystemExit as e:  # argparse: 0 after --help, 2 after a usage error
         rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(rc)
+    exit_now(rc)
 
 
 if __name__ == "__main__":

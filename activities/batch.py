@@ -1,50 +1,112 @@
-"""Batch import activities, one generic path for `events` and `users`.
+"""Batch import activities and their params, one generic path for `events` and `users`.
 
 - `create_batch_job`: POST the requests with an Idempotency-Key.
 - `wait_for_batch_job`: one status check per attempt; "still processing" is a
   benign retryable error whose `next_retry_delay` is the server's Retry-After
-  or a capped backoff, so the wait is a durable server-side timer.
+  or the poll backoff, so the wait is a durable server-side timer.
 - `collect_batch_records`: walk `/errors` or `/imports` pages into NDJSON,
   heartbeating `(page_token, records, bytes)`; resumes after a crash.
+
+Fullstory's payloads (`BatchJob`, `BatchJobDetails`, `RecordsPage`) are tolerant:
+unknown fields are ignored, optional ones may be absent.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from typing import Any, Literal
+from urllib.parse import quote
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from temporalio import activity
-from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from activities.fullstory_client import FullstoryClient, malformed_error, next_check_text
+from activities.deps import ActivityDeps
+from activities.fullstory_client import malformed_error, next_check_text
 from activities.heartbeat import Heartbeater, resume_details
-from activities.storage import PartFile, publish, resolve_destination, safe_name
-from workflows.activity_types import (
-    BATCH_JOB_NOT_FINISHED,
-    COLLECT_BATCH_RECORDS,
-    CREATE_BATCH_JOB,
-    INVALID_INPUT,
-    WAIT_FOR_BATCH_JOB,
-    BatchJob,
-    BatchJobDetails,
-    CollectBatchRecordsParams,
-    CollectedRecords,
-    CreateBatchJobParams,
-    CreateBatchJobResponse,
-    RecordsPage,
-    WaitForBatchJobParams,
-)
-from workflows.models import MAX_BATCH_REQUESTS
+from activities.locations import Locations
+from activities.storage import PartFile, publish, safe_name
+from workflows import errors
+from workflows.contract import MAX_BATCH_REQUESTS, BatchJobStatus, BatchKind
+from workflows.policies import poll_delay
+
+# --- Fullstory's payloads --------------------------------------------------------------------------
 
 
-def poll_delay(attempt: int, cap_seconds: float) -> timedelta:
-    """Capped exponential backoff between status checks: 2 s, 3 s, 4.5 s, ... up to the cap."""
-    return timedelta(seconds=min(cap_seconds, 2.0 * 1.5 ** max(0, attempt - 1)))
+class FullstoryPayload(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class BatchJob(FullstoryPayload):
+    id: str
+    status: BatchJobStatus
+    created: datetime | None = None
+    finished: datetime | None = None
+
+
+class BatchJobDetails(FullstoryPayload):
+    """`GET /v2/{kind}/batch/{id}`: `errors` is absent unless the job failed."""
+
+    imports: int = 0
+    errors: int = 0
+    job: BatchJob
+
+    @field_validator("imports", "errors", mode="before")
+    @classmethod
+    def _int_or_zero(cls, v: Any) -> int:
+        return 0 if v in (None, "") else int(v)
+
+
+class CreateBatchJobResponse(FullstoryPayload):
+    job: BatchJob
+
+
+class RecordsPage(FullstoryPayload):
+    """One page of `/errors` or `/imports`: `total_records` is a string in the docs."""
+
+    results: list[dict[str, Any]] = Field(default_factory=list)
+    total_records: int | None = None
+    next_page_token: str | None = None
+
+    @field_validator("total_records", mode="before")
+    @classmethod
+    def _count(cls, v: Any) -> int | None:
+        return None if v in (None, "") else int(v)
+
+
+# --- Params and results ----------------------------------------------------------------------------
+
+
+class CreateBatchJobParams(BaseModel):
+    kind: BatchKind
+    requests: list[dict[str, Any]] | None = None
+    requests_url: str | None = None
+    shared: dict[str, Any] | None = None
+    idempotency_key: str
+
+
+class WaitForBatchJobParams(BaseModel):
+    kind: BatchKind
+    job_id: str
+    max_poll_seconds: float = 60.0
+
+
+class CollectBatchRecordsParams(BaseModel):
+    kind: BatchKind
+    job_id: str
+    which: Literal["errors", "imports"]
+    destination: str | None = None
+
+
+class CollectedRecords(BaseModel):
+    location: str
+    records: int
+    bytes: int
+    codes: dict[str, int] = Field(default_factory=dict)
+    pages: int = 0
+    total_records_reported: int | None = None
 
 
 class CollectCursor(BaseModel):
@@ -65,47 +127,50 @@ def _job_path(kind: str, job_id: str) -> str:
     return f"/v2/{kind}/batch/{quote(job_id, safe='')}"
 
 
-def _invalid(message: str) -> ApplicationError:
-    return ApplicationError(message, type=INVALID_INPUT, non_retryable=True)
-
-
-def load_requests_file(url: str) -> tuple[list[Any], dict[str, Any] | None]:
+def load_requests_file(locations: Locations, url: str) -> tuple[list[Any], dict[str, Any] | None]:
     """Read `requests_url`: a JSON list of items, or {"requests": [...], "shared": {...}}."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("", "file"):
-        raise _invalid(f"requests_url {url!r}: only local paths and file:// URLs are supported")
-    path = Path(unquote(parts.path) if parts.scheme == "file" else url).expanduser()
+    source = locations.source(url, "requests_url")
+    where = source.describe()
     try:
-        data = json.loads(path.read_bytes())
+        if source.path is not None:
+            raw = source.path.read_bytes()
+        else:
+            import fsspec
+
+            with fsspec.open(source.url, "rb") as fh:
+                raw = fh.read()
     except OSError as e:
-        raise _invalid(f"requests_url {str(path)!r}: cannot read: {e.strerror}") from None
+        raise errors.INVALID_INPUT(f"requests_url {where!r}: cannot read: {e.strerror or e}") from None
+    try:
+        data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise _invalid(f"requests_url {str(path)!r}: not valid JSON: {e}") from None
+        raise errors.INVALID_INPUT(f"requests_url {where!r}: not valid JSON: {e}") from None
     shared = None
     if isinstance(data, dict):
         shared = data.get("shared")
         data = data.get("requests")
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-        raise _invalid(f"requests_url {str(path)!r}: expected a JSON list of objects or {{\"requests\": [...]}}")
+        raise errors.INVALID_INPUT(
+            f"requests_url {where!r}: expected a JSON list of objects or {{\"requests\": [...]}}")
     if not 1 <= len(data) <= MAX_BATCH_REQUESTS:
-        raise _invalid(
-            f"requests_url {str(path)!r}: holds {len(data):,} requests; a batch takes 1..{MAX_BATCH_REQUESTS:,}"
+        raise errors.INVALID_INPUT(
+            f"requests_url {where!r}: holds {len(data):,} requests; a batch takes 1..{MAX_BATCH_REQUESTS:,}"
         )
     return data, shared
 
 
 class BatchActivities:
-    def __init__(self, client: FullstoryClient, data_dir: str) -> None:
-        self.client = client
-        self.data_dir = data_dir
+    def __init__(self, deps: ActivityDeps) -> None:
+        self.client = deps.client
+        self.locations = deps.locations
 
-    @activity.defn(name=CREATE_BATCH_JOB)
+    @activity.defn(name="create_batch_job")
     async def create_batch_job(self, params: CreateBatchJobParams) -> BatchJob:
         requests, shared = params.requests, params.shared
         if params.requests_url:
-            requests, shared = load_requests_file(params.requests_url)
+            requests, shared = load_requests_file(self.locations, params.requests_url)
         if shared is not None and params.kind != "events":
-            raise _invalid("shared is only allowed for events batches")
+            raise errors.INVALID_INPUT("shared is only allowed for events batches")
         body: dict[str, Any] = {"requests": requests}
         if shared is not None:
             body["shared"] = shared
@@ -121,7 +186,7 @@ class BatchActivities:
         activity.logger.info("created %s batch job %s", params.kind, job.id)
         return job
 
-    @activity.defn(name=WAIT_FOR_BATCH_JOB)
+    @activity.defn(name="wait_for_batch_job")
     async def wait_for_batch_job(self, params: WaitForBatchJobParams) -> BatchJobDetails:
         what = f"get {params.kind} batch job {params.job_id}"
         response = await self.client.call("GET", _job_path(params.kind, params.job_id), what=what)
@@ -131,20 +196,18 @@ class BatchActivities:
             raise malformed_error(what, "the response is not a batch job status") from None
         if details.job.status == "PROCESSING":
             attempt = activity.info().attempt
-            delay = response.retry_after or poll_delay(attempt, params.max_poll_seconds)
-            raise ApplicationError(
+            delay = response.retry_after or poll_delay(attempt, timedelta(seconds=params.max_poll_seconds))
+            raise errors.BATCH_JOB_NOT_FINISHED(
                 f"{params.kind} batch job {params.job_id} is still PROCESSING "
                 f"(check {attempt}); {next_check_text(delay)}",
                 {"status": "PROCESSING", "attempt": attempt, "next_check_seconds": delay.total_seconds()},
-                type=BATCH_JOB_NOT_FINISHED,
                 next_retry_delay=delay,
-                category=ApplicationErrorCategory.BENIGN,
             )
         return details
 
-    @activity.defn(name=COLLECT_BATCH_RECORDS)
+    @activity.defn(name="collect_batch_records")
     async def collect_batch_records(self, params: CollectBatchRecordsParams) -> CollectedRecords:
-        dest = resolve_destination(params.destination, self.data_dir)
+        dest = self.locations.destination(params.destination)
         final = batch_records_path(dest.local, params.kind, params.job_id, params.which)
         part = PartFile(final)
         if final.exists() and not part.part.exists():
@@ -193,10 +256,8 @@ class BatchActivities:
                     codes.update(str(r["code"]) for r in page.results if r.get("code"))
                     next_token = page.next_page_token or None
                     if next_token is not None and next_token == cursor.page_token:
-                        raise ApplicationError(
-                            f"{what}: the server returned the same page token again; stopping to avoid a loop",
-                            type="FullstoryMalformedResponse", non_retryable=True,
-                        )
+                        raise errors.FULLSTORY_PAGE_LOOP(
+                            f"{what}: the server returned the same page token again; stopping to avoid a loop")
                     cursor = CollectCursor(
                         page_token=next_token,
                         records=cursor.records + len(page.results),

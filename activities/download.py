@@ -4,14 +4,17 @@
   the event loop reads the next chunk while a writer thread writes and hashes
   the last one and a child process checks the gzip stream (gzip_check.py);
   heartbeats the bytes on disk;
-- a new attempt after a crash keeps the part, re-hashes (and re-checks) it and
-  asks for the rest with `Range: bytes=N-`; a 200 instead of 206 restarts
-  cleanly from 0; a 416 for a part that is already whole just finishes it;
+- a new attempt after a crash keeps what the part's journal (journal.py) says
+  is good on disk (after a worker kill: every byte written; after a reboot:
+  up to the last fsync, every SYNC_BYTES / SYNC_SECONDS), not what the last
+  heartbeat said; re-hashes (and re-checks) it and asks for the rest with
+  `Range: bytes=N-`; a 200 instead of 206 restarts cleanly from 0; a 416 for
+  a part that is already whole just finishes it;
 - an expired signed URL (403/404 from the storage host, or `expires` passed)
   is fetched anew from its source and the download carries on;
 - connection resets and timeouts mid-body are retried within the attempt from
   the current offset (a few times in a row without progress, then Temporal's
-  retry takes over and resumes from the heartbeat);
+  retry takes over and resumes from the part);
 - verifies the length and the gzip stream, then fsync + atomic rename: a file
   under its final name is always complete, and never replaces a different one.
 Storage hosts never get the Fullstory Authorization header; signed URLs are
@@ -28,42 +31,117 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
-from typing import Callable
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Callable, Literal
 from urllib.parse import quote, unquote, urlsplit
 
 import httpx
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, field_validator
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.fullstory_client import (
-    FullstoryClient,
-    error_from_response,
-    error_from_transport,
-)
+from activities.fullstory_client import FullstoryClient, error_from_response, error_from_transport, retry_after_of
+from activities.deps import ActivityDeps
 from activities.gzip_check import GzipChecker, GzipCorrupt, start_checker
-from activities.heartbeat import Heartbeater, resume_details
-from activities.storage import publish, resolve_destination, safe_name
-from workflows.activity_types import (
-    DOWNLOAD_CORRUPT,
-    DOWNLOAD_TO_DESTINATION,
-    DownloadParams,
-    DownloadResult,
-    DownloadSource,
-    LegacyBundleSource,
-    OperationSource,
-    SearchExportSource,
-    redact_url,
-)
+from activities.heartbeat import Heartbeater, heartbeat_interval, resume_details
+from activities.journal import SYNC_BYTES, Journal
+from activities.locations import Destination
+from activities.storage import publish, safe_name
+from workflows import errors
+from workflows.contract import redact_url
 
 CHUNK = 1 << 20
 MAX_URL_REFRESHES = 5  # fresh URLs in a row without a byte of progress
 MAX_TRANSIENT_RETRIES = 5  # resets/timeouts in a row without a byte of progress
 EXPIRY_MARGIN_SECONDS = 5.0
 RETRY_BACKOFF_SECONDS = 0.2  # doubled per retry in a row, capped at 5 s
-HEARTBEAT_EVERY_SECONDS = 1.0  # per chunk would be 500 heartbeats/s on loopback
 STORAGE_HINT = "the storage host refused the download URL"
+
+
+# --- Where a download comes from, and the params --------------------------------------------------
+
+
+class SearchExportSource(BaseModel):
+    kind: Literal["search_export"] = "search_export"
+    export_id: str
+
+    def describe(self) -> str:
+        return f"search export {self.export_id}"
+
+    def key(self) -> str:
+        """Tells this source's file from another's of the same name."""
+        return self.export_id
+
+    def default_filename(self) -> str:
+        return f"export-{self.export_id}.gz"
+
+
+class OperationSource(BaseModel):
+    kind: Literal["operation"] = "operation"
+    operation_id: str
+
+    def describe(self) -> str:
+        return f"operation {self.operation_id}"
+
+    def key(self) -> str:
+        return self.operation_id
+
+    def default_filename(self) -> str:
+        return f"operation-{self.operation_id}.gz"
+
+
+class LegacyBundleSource(BaseModel):
+    kind: Literal["legacy_bundle"] = "legacy_bundle"
+    bundle_id: str
+
+    @field_validator("bundle_id", mode="before")
+    @classmethod
+    def _id_text(cls, v: Any) -> str:
+        return str(v)
+
+    def describe(self) -> str:
+        return f"bundle {self.bundle_id}"
+
+    def key(self) -> str:
+        return self.bundle_id
+
+    def default_filename(self) -> str:
+        return f"bundle-{self.bundle_id}.json.gz"
+
+
+class UrlSource(BaseModel):
+    kind: Literal["url"] = "url"
+    url: str
+
+    def describe(self) -> str:
+        return redact_url(self.url)
+
+    def key(self) -> str:
+        return hashlib.sha256(self.url.encode()).hexdigest()[:12]
+
+    def default_filename(self) -> str:
+        return PurePosixPath(urlsplit(self.url).path).name or "download.gz"
+
+
+DownloadSource = Annotated[
+    SearchExportSource | OperationSource | LegacyBundleSource | UrlSource, Field(discriminator="kind")
+]
+
+
+class DownloadParams(BaseModel):
+    source: DownloadSource
+    destination: str | None = None
+    subdir: str | None = None
+    filename: str | None = None  # final name; else Content-Disposition (sanitised); else from the source
+    verify_gzip: bool = True
+
+
+class DownloadResult(BaseModel):
+    location: str
+    bytes: int
+    sha256: str
+    content_type: str | None = None
+    filename: str
 
 
 @dataclass
@@ -77,7 +155,8 @@ class Location:
 
 
 class DownloadCursor(BaseModel):
-    """Heartbeat: where the part is and how much of it is on disk."""
+    """Heartbeat: where the part is and how much of it is on disk (progress; a part without a journal,
+    left by an older version, resumes from it)."""
 
     part: str
     bytes_done: int = 0
@@ -133,15 +212,21 @@ class _Sink:
         keep = min(keep, part.stat().st_size) if keep and part.exists() else 0  # never pad a short part
         self.sha = hashlib.sha256()
         self.checker = start_checker() if verify_gzip else None
-        # Unbuffered: what a heartbeat claims is on disk (in the OS) is really there when the worker is killed.
+        # Unbuffered: every byte written is in the OS when the worker is killed (the journal counts on it).
         self.fh = open(part, "r+b" if keep else "wb", buffering=0)
         self.fh.truncate(keep)
-        # Resuming: the hash and the gzip check must see the bytes already on disk first.
+        # Resuming: the hash and the gzip check must see the bytes already on disk first (measured:
+        # see bench/bench_kill_resume.py --reread; the gzip check dominates, sha256 alone is ~1.5 GB/s).
+        started = time.monotonic()
         self.size = 0
         while self.size < keep and (chunk := self.fh.read(min(CHUNK, keep - self.size))):
             self._digest(chunk)
             self.size += len(chunk)
+        self.reread_seconds = time.monotonic() - started
         self.fh.seek(self.size)
+        self.journal = Journal(part)
+        self.journal.restart({"bytes": self.size})
+        self.synced = self.size
 
     def _digest(self, chunk: bytes) -> None:
         self.sha.update(chunk)  # SHA-NI: ~2 GB/s, releases the GIL; measured no faster on a thread of its own
@@ -152,6 +237,9 @@ class _Sink:
         self.fh.write(chunk)
         self._digest(chunk)
         self.size += len(chunk)
+        if self.size - self.synced >= SYNC_BYTES or self.journal.sync_due():
+            self.journal.append({"bytes": self.size}, sync=True)  # the floor after a reboot
+            self.synced = self.size
 
     def restart(self) -> None:
         """The server ignored Range (or the part was longer than the file): start file, hash and check over."""
@@ -162,6 +250,8 @@ class _Sink:
         self.fh.seek(0)
         self.fh.truncate(0)
         self.size = 0
+        self.journal.restart({"bytes": 0})
+        self.synced = 0
 
     def finish(self) -> None:
         os.fsync(self.fh.fileno())
@@ -177,9 +267,9 @@ class _Sink:
 
 
 class DownloadActivities:
-    def __init__(self, client: FullstoryClient, data_dir: str) -> None:
-        self.client = client
-        self.data_dir = data_dir
+    def __init__(self, deps: ActivityDeps) -> None:
+        self.client: FullstoryClient = deps.client
+        self.locations = deps.locations
 
     async def locate(self, source: DownloadSource) -> Location:
         """A fresh URL for the source (signed URLs expire after minutes)."""
@@ -188,8 +278,7 @@ class DownloadActivities:
                 "GET", f"/search/v1/exports/{quote(source.export_id, safe='')}/results",
                 what=f"get results of search export {source.export_id}")).body or {}
             if not body.get("location"):
-                raise ApplicationError(f"search export {source.export_id} has no download location yet",
-                                       type="ExportNotReady")
+                raise errors.EXPORT_NOT_READY(f"search export {source.export_id} has no download location yet")
             return Location(body["location"], False, _parse_expires(body.get("expires")))
         if isinstance(source, OperationSource):
             body = (await self.client.call(
@@ -200,24 +289,23 @@ class DownloadActivities:
                 return Location(results["downloadUrl"], False, _parse_expires(results.get("expires")))
             if results.get("searchExportId"):
                 return await self.locate(SearchExportSource(export_id=str(results["searchExportId"])))
-            raise ApplicationError(f"operation {source.operation_id} has no download URL in its results",
-                                   type="ExportNotReady")
+            raise errors.EXPORT_NOT_READY(f"operation {source.operation_id} has no download URL in its results")
         if isinstance(source, LegacyBundleSource):
             url = self.client.url(f"/api/v1/export/get?id={quote(source.bundle_id, safe='')}", api="export")
             return Location(url, True)
         return Location(source.url, False)
 
-    @activity.defn(name=DOWNLOAD_TO_DESTINATION)
+    @activity.defn(name="download_to_destination")
     async def download_to_destination(self, params: DownloadParams) -> DownloadResult:
-        dest = resolve_destination(params.destination, self.data_dir)
+        return await self.download_into(self.locations.destination(params.destination), params)
+
+    async def download_into(self, dest: Destination, params: DownloadParams) -> DownloadResult:
+        """The activity's body, for a destination already resolved (`params.destination` is not read)."""
         directory = dest.local / safe_name(params.subdir) if params.subdir else dest.local
         directory.mkdir(parents=True, exist_ok=True)
         info = activity.info()
         part = directory / f".{safe_name(info.workflow_id, 80)}-{safe_name(info.activity_id, 40)}.part"
-        cursor = resume_details(DownloadCursor)
-        keep = 0
-        if cursor is not None and cursor.part == str(part) and part.exists() and part.stat().st_size >= cursor.bytes_done:
-            keep = cursor.bytes_done
+        keep = resume_point(part, resume_details(DownloadCursor))
         async with Heartbeater() as heartbeater:
             beat = lambda size: heartbeater.update(DownloadCursor(part=str(part), bytes_done=size))  # noqa: E731
             result = await self.download(params, part, directory, keep, beat)
@@ -229,8 +317,8 @@ class DownloadActivities:
                        heartbeat: Callable[[int], None] | None = None) -> DownloadResult:
         """The core, callable without Temporal: download `params.source` into `directory` via `part`.
 
-        `keep`: bytes of an existing `part` to resume from. `heartbeat(bytes_on_disk)` is called
-        at most every HEARTBEAT_EVERY_SECONDS and once more at the end.
+        `keep`: bytes of an existing `part` to resume from (`resume_point`). `heartbeat(bytes_on_disk)`
+        is called at most every `heartbeat_interval()` and once more at the end.
         """
         beat = _Throttled(heartbeat)
         beat(keep, force=True)  # re-hashing a big kept part takes a while: keep the resume point meanwhile
@@ -248,7 +336,8 @@ class DownloadActivities:
             sink = await loop.run_in_executor(writer, _Sink, part, keep, params.verify_gzip)
             location = await self.locate(source)
             if sink.size:
-                activity_log(f"resuming download of {source.describe()} at byte {sink.size}")
+                activity_log(f"resuming download of {source.describe()} at byte {sink.size} "
+                             f"(hash and gzip check rebuilt from the part in {sink.reread_seconds:.2f} s)")
             while True:
                 if not fresh and location.expired():
                     location = await self._refresh(source, refreshes, sink.size, "the URL's expiry passed")
@@ -264,8 +353,9 @@ class DownloadActivities:
                     async with self.client.http.stream("GET", location.url, headers=headers,
                                                        follow_redirects=True) as response:
                         status = response.status_code
+                        retry_after = retry_after_of(response)
                         if location.authenticated:  # Fullstory's own API (legacy bundles), not a storage host
-                            self.client.count("GET", urlsplit(location.url).path, response)
+                            self.client.metrics.http_call("GET", urlsplit(location.url).path, status, retry_after)
                         if status in (403, 404) and not location.authenticated and can_refresh:
                             await response.aread()
                             location = await self._refresh(source, refreshes, sink.size, f"storage answered {status}")
@@ -281,7 +371,8 @@ class DownloadActivities:
                             continue
                         if not response.is_success:
                             await response.aread()
-                            raise error_from_response(response, what, hint=None if location.authenticated else
+                            raise error_from_response(response, what, retry_after=retry_after,
+                                                      hint=None if location.authenticated else
                                                       f"{STORAGE_HINT} (HTTP {status})")
                         if sink.size and status == 200:
                             activity_log(f"{what}: server ignored Range; restarting from byte 0")
@@ -302,15 +393,13 @@ class DownloadActivities:
                     continue
                 if total is not None and sink.size != total:
                     if not transient.spend(sink.size):
-                        raise ApplicationError(f"{what}: body ended at byte {sink.size} of {total}; will retry",
-                                               type="DownloadIncomplete")
+                        raise errors.DOWNLOAD_INCOMPLETE(f"{what}: body ended at byte {sink.size} of {total}; will retry")
                     continue
                 break
             await loop.run_in_executor(writer, sink.finish)
         except GzipCorrupt as e:
             await _discard(loop, writer, sink, part)  # never keep or resume from bytes that do not inflate
-            raise ApplicationError(f"download of {source.describe()} is not a valid gzip: {e}",
-                                   type=DOWNLOAD_CORRUPT) from None
+            raise errors.DOWNLOAD_CORRUPT(f"download of {source.describe()} is not a valid gzip: {e}") from None
         except ApplicationError as e:
             if e.non_retryable:
                 await _discard(loop, writer, sink, part)  # no retry will resume it
@@ -326,14 +415,15 @@ class DownloadActivities:
         wanted = sanitize_filename(params.filename or served_name, source.default_filename())
         final = await asyncio.to_thread(_commit, part, directory, wanted, safe_name(source.key(), 60), sink.size,
                                         sink.sha.hexdigest(), params.filename is not None)
+        sink.journal.remove()
         beat(sink.size, force=True)
         return DownloadResult(location=str(final), bytes=sink.size, sha256=sink.sha.hexdigest(),
                               content_type=content_type, filename=final.name)
 
     async def _refresh(self, source: DownloadSource, budget: _Budget, offset: int, why: str) -> Location:
         if not budget.spend(offset):
-            raise ApplicationError(f"download of {source.describe()}: the storage URL kept failing ({why}) "
-                                   f"after {budget.limit} fresh URLs; will retry", type="DownloadUrlRejected")
+            raise errors.DOWNLOAD_URL_REJECTED(f"download of {source.describe()}: the storage URL kept failing ({why}) "
+                                               f"after {budget.limit} fresh URLs; will retry")
         activity_log(f"{why}: fetching a fresh download URL for {source.describe()} (at byte {offset})")
         return await self.locate(source)
 
@@ -378,6 +468,7 @@ async def _discard(loop: asyncio.AbstractEventLoop, writer: ThreadPoolExecutor, 
     if sink is not None:
         await loop.run_in_executor(writer, sink.close)
     part.unlink(missing_ok=True)
+    Journal(part).remove()
 
 
 def _commit(part: Path, directory: Path, wanted: str, tag: str, size: int, sha256: str, overwrite: bool) -> Path:
@@ -399,6 +490,22 @@ def _commit(part: Path, directory: Path, wanted: str, tag: str, size: int, sha25
     return final
 
 
+def resume_point(part: Path, cursor: DownloadCursor | None) -> int:
+    """Bytes of `part` a new attempt keeps: what its journal says is good on disk.
+
+    Written in this boot (a worker killed, the machine up): every byte in the part. Else (a reboot,
+    or a part on a volume shared with another machine): up to the last fsync. A part without a
+    journal (written by an older version) is trusted up to its last heartbeat, as it was then.
+    """
+    found = Journal(part).trusted()
+    if found is not None:
+        state, same_boot = found
+        return part.stat().st_size if same_boot and part.exists() else state["bytes"]
+    if cursor is not None and cursor.part == str(part) and part.exists() and part.stat().st_size >= cursor.bytes_done:
+        return cursor.bytes_done
+    return 0
+
+
 def _same_file(path: Path, size: int, sha256: str) -> bool:
     """The same bytes already stored (an earlier attempt renamed it, then died): replace it, no duplicate."""
     if path.stat().st_size != size:
@@ -411,12 +518,14 @@ def _same_file(path: Path, size: int, sha256: str) -> bool:
 
 
 class _Throttled:
+    """Per chunk would be 500 heartbeats/s on loopback: at most one per heartbeat interval."""
+
     def __init__(self, heartbeat: Callable[[int], None] | None) -> None:
-        self.heartbeat, self.last = heartbeat, 0.0
+        self.heartbeat, self.last, self.interval = heartbeat, 0.0, heartbeat_interval()
 
     def __call__(self, size: int, force: bool = False) -> None:
         now = time.monotonic()
-        if self.heartbeat is not None and (force or now - self.last >= HEARTBEAT_EVERY_SECONDS):
+        if self.heartbeat is not None and (force or now - self.last >= self.interval):
             self.last = now
             self.heartbeat(size)
 
@@ -425,8 +534,8 @@ def _expected_total(response: httpx.Response, offset: int) -> int | None:
     if response.status_code == 206:
         m = re.match(r"bytes (\d+)-(\d+)/(\d+|\*)", response.headers.get("content-range", ""))
         if not m or int(m.group(1)) != offset:
-            raise ApplicationError(f"Range answer starts at the wrong byte ({response.headers.get('content-range')}, "
-                                   f"wanted {offset})", type="DownloadIncomplete")
+            raise errors.DOWNLOAD_INCOMPLETE(f"Range answer starts at the wrong byte "
+                                             f"({response.headers.get('content-range')}, wanted {offset})")
         return int(m.group(3)) if m.group(3) != "*" else None
     length = response.headers.get("content-length")
     return int(length) if length and length.isdigit() else None

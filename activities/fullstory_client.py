@@ -17,10 +17,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import httpx
-from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
+from temporalio.exceptions import ApplicationError
 
 from infra.metrics import Metrics
-from workflows.activity_types import RESULTS_NOT_READY
+from workflows import errors, texts
 
 MAX_RETRY_AFTER = timedelta(hours=24)
 NOT_READY_DELAY = timedelta(seconds=5)
@@ -28,42 +28,41 @@ NOT_READY_DELAY = timedelta(seconds=5)
 
 @dataclass(frozen=True)
 class ErrorRule:
-    type: str
-    retryable: bool
+    error: errors.ErrorType  # its type name and whether Temporal retries it come from the catalogue
     hint: str
 
 
 # The one table that maps HTTP statuses to retry decisions.
 ERROR_TABLE: dict[int, ErrorRule] = {
-    400: ErrorRule("FullstoryBadRequest", False, "Fullstory rejected the request as invalid: fix the input and start again"),
+    400: ErrorRule(errors.FULLSTORY_BAD_REQUEST,
+                   "Fullstory rejected the request as invalid: fix the input and start again"),
     401: ErrorRule(
-        "FullstoryUnauthorized",
-        False,
+        errors.FULLSTORY_UNAUTHORIZED,
         "the API key was not accepted: check FULLSTORY_API_KEY (the key as issued, no 'Basic ') "
         "and FULLSTORY_BASE_URL (US https://api.fullstory.com or EU https://api.eu1.fullstory.com)",
     ),
     403: ErrorRule(
-        "FullstoryForbidden",
-        False,
+        errors.FULLSTORY_FORBIDDEN,
         "the API key's role is not allowed to do this: exports need an Admin or Architect key "
         "(a Standard key can only send events and users)",
     ),
     404: ErrorRule(
-        "FullstoryNotFound",
-        False,
+        errors.FULLSTORY_NOT_FOUND,
         "check the id, and that FULLSTORY_BASE_URL is the data centre (US/EU) of the org that owns it",
     ),
-    422: ErrorRule("FullstoryUnprocessable", False, "Fullstory could not process the request: fix the input and start again"),
-    429: ErrorRule("FullstoryRateLimited", True, "rate limited: retrying after the server's Retry-After"),
-    500: ErrorRule("FullstoryServerError", True, "Fullstory had an internal error: retrying with backoff"),
-    502: ErrorRule("FullstoryUnavailable", True, "bad gateway: retrying"),
-    503: ErrorRule("FullstoryUnavailable", True, "Fullstory is temporarily unavailable: retrying"),
-    504: ErrorRule("FullstoryUnavailable", True, "gateway timeout: retrying"),
+    422: ErrorRule(errors.FULLSTORY_UNPROCESSABLE,
+                   "Fullstory could not process the request: fix the input and start again"),
+    429: ErrorRule(errors.FULLSTORY_RATE_LIMITED, "rate limited: retrying after the server's Retry-After"),
+    500: ErrorRule(errors.FULLSTORY_SERVER_ERROR, "Fullstory had an internal error: retrying with backoff"),
+    502: ErrorRule(errors.FULLSTORY_UNAVAILABLE, "bad gateway: retrying"),
+    503: ErrorRule(errors.FULLSTORY_UNAVAILABLE, "Fullstory is temporarily unavailable: retrying"),
+    504: ErrorRule(errors.FULLSTORY_UNAVAILABLE, "gateway timeout: retrying"),
 }
-OTHER_5XX = ErrorRule("FullstoryServerError", True, "unexpected server error: retrying with backoff")
-OTHER_4XX = ErrorRule("FullstoryClientError", False, "unexpected client error: not retried")
-TRANSPORT = ErrorRule("FullstoryUnavailable", True, "network error (connection reset, timeout): retrying")
-MALFORMED = ErrorRule("FullstoryMalformedResponse", True, "Fullstory sent a body that is not the expected JSON: retrying")
+OTHER_5XX = ErrorRule(errors.FULLSTORY_SERVER_ERROR, "unexpected server error: retrying with backoff")
+OTHER_4XX = ErrorRule(errors.FULLSTORY_CLIENT_ERROR, "unexpected client error: not retried")
+TRANSPORT = ErrorRule(errors.FULLSTORY_UNAVAILABLE, "network error (connection reset, timeout): retrying")
+MALFORMED = ErrorRule(errors.FULLSTORY_MALFORMED_RESPONSE,
+                      "Fullstory sent a body that is not the expected JSON: retrying")
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,7 @@ class ApiResponse:
 
 def malformed_error(what: str, detail: str) -> ApplicationError:
     """A 2xx body that does not have the documented shape: retried (it is usually a broken proxy or a cut body)."""
-    return ApplicationError(f"{what}: {detail} ({MALFORMED.hint})", type=MALFORMED.type)
+    return MALFORMED.error(f"{what}: {detail} ({MALFORMED.hint})")
 
 
 def rule_for(status: int) -> ErrorRule:
@@ -104,54 +103,50 @@ def parse_retry_after(value: str | None, now: float | None = None) -> timedelta 
     return min(timedelta(seconds=max(0.0, seconds)), MAX_RETRY_AFTER)
 
 
-def error_from_response(response: httpx.Response, what: str, *, hint: str | None = None) -> ApplicationError:
-    """Map a non-2xx response to an ApplicationError by the table; carries Fullstory's message and code."""
+def retry_after_of(response: httpx.Response) -> timedelta | None:
+    return parse_retry_after(response.headers.get("retry-after"))
+
+
+def error_from_response(response: httpx.Response, what: str, *, hint: str | None = None,
+                        retry_after: timedelta | None = None) -> ApplicationError:
+    """Map a non-2xx response to an ApplicationError by the table; carries Fullstory's message and code.
+
+    `retry_after`: the response's Retry-After, as `FullstoryClient.call` already parsed it.
+    """
     status = response.status_code
     rule = rule_for(status)
     code, message = _fullstory_error_body(response)
-    delay = parse_retry_after(response.headers.get("retry-after"))
+    delay = retry_after if retry_after is not None else retry_after_of(response)
     text = f"{what}: HTTP {status}"
     if code:
         text += f" {code}"
     if message:
         text += f": {message}"
     text += f" ({hint or rule.hint})"
-    return ApplicationError(
+    return rule.error(
         text,
         {"status": status, "code": code, "message": message, "hint": hint or rule.hint,
          "retry_after_seconds": delay.total_seconds() if delay else None},
-        type=rule.type,
-        non_retryable=not rule.retryable,
-        next_retry_delay=delay if rule.retryable else None,
+        next_retry_delay=delay,
     )
 
 
 def error_from_transport(exc: httpx.TransportError, what: str) -> ApplicationError:
     # httpx messages name host and port at most; never headers. Keep only the class and text.
-    return ApplicationError(
+    return TRANSPORT.error(
         f"{what}: {type(exc).__name__}: {exc or 'no detail'} ({TRANSPORT.hint})",
         {"status": None, "error": type(exc).__name__},
-        type=TRANSPORT.type,
-        non_retryable=False,
     )
 
 
 def next_check_text(delay: timedelta) -> str:
-    """"next check in 7 s (at 15:40:24 UTC)": the retry's time, for the UI's Last Failure and logs."""
-    at = datetime.now(timezone.utc) + delay
-    seconds = delay.total_seconds()
-    span = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
-    return f"next check in {span} (at {at:%H:%M:%S} UTC{'' if seconds < 43200 else f' on {at:%Y-%m-%d}'})"
+    """"next check in 7 s (at 15:40:24 UTC)", from the wall clock: activities' benign wait messages."""
+    return texts.next_check_text(delay, datetime.now(timezone.utc))
 
 
 def not_ready_error(what: str, delay: timedelta = NOT_READY_DELAY) -> ApplicationError:
-    return ApplicationError(
-        f"{what}: not ready yet (HTTP 202); {next_check_text(delay)}",
-        {"status": 202},
-        type=RESULTS_NOT_READY,
-        next_retry_delay=delay,
-        category=ApplicationErrorCategory.BENIGN,
-    )
+    return errors.RESULTS_NOT_READY(
+        f"{what}: not ready yet (HTTP 202); {next_check_text(delay)}", {"status": 202}, next_retry_delay=delay)
 
 
 def _fullstory_error_body(response: httpx.Response) -> tuple[str | None, str | None]:
@@ -205,15 +200,6 @@ class FullstoryClient:
         base = self.export_base_url if api == "export" else self.base_url
         return f"{base}{path}"
 
-    def count(self, method: str, path: str, response: httpx.Response | None) -> timedelta | None:
-        """Count one call to Fullstory in the metrics; returns its Retry-After (honoured by the caller)."""
-        if response is None:
-            self.metrics.http_call(method, path, None, None)
-            return None
-        retry_after = parse_retry_after(response.headers.get("retry-after"))
-        self.metrics.http_call(method, path, response.status_code,
-                               retry_after.total_seconds() if retry_after else None)
-        return retry_after
 
     async def call(
         self,
@@ -245,13 +231,14 @@ class FullstoryClient:
                 method, self.url(path, api=api), content=content, params=params, headers=request_headers
             )
         except httpx.TransportError as exc:
-            self.count(method, path, None)
+            self.metrics.http_call(method, path, None, None)
             raise error_from_transport(exc, what) from None
-        retry_after = self.count(method, path, response)
+        retry_after = retry_after_of(response)
+        self.metrics.http_call(method, path, response.status_code, retry_after)
         if response.status_code == 202 and not_ready_is_retry:
             raise not_ready_error(what, retry_after or NOT_READY_DELAY)
         if not response.is_success:
-            raise error_from_response(response, what)
+            raise error_from_response(response, what, retry_after=retry_after)
         if response.status_code == 204 or not response.content:
             return ApiResponse(response.status_code, None, retry_after)
         try:

@@ -1,9 +1,9 @@
 """One Heartbeater for every long activity.
 
 `update(details)` records the latest committed state and heartbeats it; a
-background task repeats the latest details every few seconds so a slow page
-or a slow read never trips the heartbeat timeout. Heartbeat details come back
-as plain JSON on the next attempt: `resume_details()` rebuilds them.
+background task repeats the latest details every `heartbeat_interval()` so a
+slow page or a slow read never trips the heartbeat timeout. Heartbeat details
+come back as plain JSON on the next attempt: `resume_details()` rebuilds them.
 """
 
 from __future__ import annotations
@@ -12,15 +12,25 @@ import asyncio
 import contextlib
 from typing import Any, TypeVar
 
+from datetime import timedelta
+
 from pydantic import BaseModel, ValidationError
 from temporalio import activity
+
+from workflows.policies import HEARTBEAT_TIMEOUT, HEARTBEATS_PER_TIMEOUT
 
 T = TypeVar("T", bound=BaseModel)
 
 
+def heartbeat_interval() -> float:
+    """Seconds between heartbeats: a fraction of this activity's heartbeat timeout (as the workflow set it)."""
+    timeout = activity.info().heartbeat_timeout if activity.in_activity() else None
+    return (timeout or HEARTBEAT_TIMEOUT) / timedelta(seconds=1) / HEARTBEATS_PER_TIMEOUT
+
+
 class Heartbeater:
-    def __init__(self, interval: float = 2.0) -> None:
-        self._interval = interval
+    def __init__(self) -> None:
+        self._interval = heartbeat_interval()
         self._details: Any = None
         self._task: asyncio.Task[None] | None = None
 

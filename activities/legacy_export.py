@@ -13,22 +13,46 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from typing import ClassVar
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
 from temporalio import activity
 
-from activities.download import DownloadActivities
-from activities.fullstory_client import FullstoryClient, malformed_error
-from activities.storage import resolve_local_destination
-from workflows.activity_types import (
-    LIST_EXPORT_BUNDLES,
-    STORE_EXPORT_BUNDLE,
-    DownloadParams,
-    ExportBundle,
-    StoredBundle,
-    StoreExportBundleParams,
-)
+from activities.batch import FullstoryPayload
+from activities.deps import ActivityDeps
+from activities.download import DownloadActivities, DownloadParams
+from activities.fullstory_client import malformed_error
+from workflows import errors
 
 MANIFEST = "manifest.json"
+
+
+class ExportBundle(FullstoryPayload):
+    """One entry of `/api/v1/export/list`: Fullstory's capitalised names, unix seconds."""
+
+    start: int = Field(alias="Start")
+    stop: int = Field(alias="Stop")
+    id: str = Field(alias="ID")
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id_text(cls, v: Any) -> str:
+        return str(v)
+
+    def filename(self) -> str:
+        return f"{self.start}-{self.stop}-{self.id}.json.gz"
+
+
+class StoreExportBundleParams(BaseModel):
+    bundle: ExportBundle
+    destination: str | None = None
+
+
+class StoredBundle(BaseModel):
+    location: str
+    bytes: int
+    sha256: str
+    skipped: bool = False  # already stored intact (per the manifest): not downloaded again
 
 
 class Manifest:
@@ -72,12 +96,10 @@ def file_sha256(path: Path) -> str:
 
 
 class LegacyExportActivities:
-    def __init__(self, client: FullstoryClient, downloads: DownloadActivities, data_dir: str) -> None:
-        self.client = client
-        self.downloads = downloads
-        self.data_dir = data_dir
+    def __init__(self, deps: ActivityDeps) -> None:
+        self.client = deps.client
 
-    @activity.defn(name=LIST_EXPORT_BUNDLES)
+    @activity.defn(name="list_export_bundles")
     async def list_export_bundles(self, start: int) -> list[ExportBundle]:
         what = f"list export bundles after {start}"
         response = await self.client.call("GET", "/api/v1/export/list", api="export", what=what,
@@ -88,18 +110,37 @@ class LegacyExportActivities:
         except ValidationError:
             raise malformed_error(what, "an entry lacks Start, Stop or ID") from None
 
-    @activity.defn(name=STORE_EXPORT_BUNDLE)
+
+
+class BundleStoreActivities:
+    """Bundle downloads run on their own task queue, which the server rate limits across all workers
+    (FULLSTORY_EXPORT_DOWNLOADS_PER_MINUTE): Fullstory allows 2 a minute."""
+
+    task_queue_suffix: ClassVar[str] = "-downloads"
+
+    def __init__(self, deps: ActivityDeps) -> None:
+        self.downloads = DownloadActivities(deps)
+        self.locations = deps.locations
+
+    @classmethod
+    def task_queue(cls, main_task_queue: str) -> str:
+        return main_task_queue + cls.task_queue_suffix
+
+    @activity.defn(name="store_export_bundle")
     async def store_export_bundle(self, params: StoreExportBundleParams) -> StoredBundle:
         bundle = params.bundle
-        root = resolve_local_destination(params.destination, self.data_dir)
-        manifest = Manifest(root)
+        dest = self.locations.destination(params.destination)
+        if dest.remote is not None:
+            raise errors.UNSUPPORTED_DESTINATION(
+                f"destination {dest.remote!r}: the legacy sync stores bundles to local destinations only")
+        manifest = Manifest(dest.local)
         stored = manifest.intact(bundle.id)
         if stored is not None:
             activity.logger.info("bundle %s already stored intact at %s; skipping", bundle.id, stored.location)
             return stored
-        result = await self.downloads.download_to_destination(DownloadParams.model_validate({
+        result = await self.downloads.download_into(dest, DownloadParams.model_validate({
             "source": {"kind": "legacy_bundle", "bundle_id": bundle.id},
-            "destination": str(root), "filename": bundle.filename(), "verify_gzip": True,
+            "filename": bundle.filename(), "verify_gzip": True,
         }))
         manifest.record(bundle.id, Path(result.location), result.bytes, result.sha256)
         return StoredBundle(location=result.location, bytes=result.bytes, sha256=result.sha256)

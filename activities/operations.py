@@ -9,37 +9,67 @@ bounded (about six returns for a whole export).
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+from typing import Any, Literal
 from urllib.parse import quote
 
-from pydantic import ValidationError
+from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_validator
 from temporalio import activity
-from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from activities.batch import poll_delay
-from activities.fullstory_client import (
-    FullstoryClient,
-    malformed_error,
-    next_check_text,
-)
-from workflows.activity_types import (
-    CREATE_SEGMENT_EXPORT,
-    OPERATION_NOT_FINISHED,
-    WAIT_FOR_OPERATION,
-    CreateSegmentExportParams,
-    OperationSnapshot,
-    WaitForOperationParams,
-    redact_url,
-)
-from workflows.models import Operation
+from activities.deps import ActivityDeps
+from activities.fullstory_client import malformed_error, next_check_text
+from workflows import errors
+from workflows.contract import ResultModel, redact_url
+from workflows.policies import poll_delay
 
+OperationState = Literal["PENDING", "RUNNING", "COMPLETED", "FAILED"]
 FINAL_STATES = ("COMPLETED", "FAILED")
 
 
-class OperationActivities:
-    def __init__(self, client: FullstoryClient) -> None:
-        self.client = client
+class Operation(ResultModel):
+    """A Fullstory operation (`GET /operations/v1/{id}`), in snake_case."""
 
-    @activity.defn(name=CREATE_SEGMENT_EXPORT)
+    id: str
+    type: str | None = None
+    state: OperationState
+    error_details: str | None = Field(default=None, validation_alias=AliasChoices("errorDetails", "error_details"))
+    created_at: datetime | None = Field(default=None, validation_alias=AliasChoices("createdAt", "created_at"))
+    finished_at: datetime | None = Field(default=None, validation_alias=AliasChoices("finishedAt", "finished_at"))
+    estimate_pct_complete: float | None = Field(default=None, validation_alias=AliasChoices("estimatePctComplete", "estimate_pct_complete"))
+    results: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("results", mode="before")
+    @classmethod
+    def _results(cls, v: Any) -> dict[str, Any]:
+        return v or {}
+
+
+class CreateSegmentExportParams(BaseModel):
+    body: dict[str, Any]  # Fullstory's camelCase request, built from SegmentExportInput
+    idempotency_key: str
+
+
+class WaitForOperationParams(BaseModel):
+    operation_id: str
+    known_state: str | None = None
+    known_pct: float | None = None
+    checks_before: int = 0
+    max_poll_seconds: float = 60.0
+    report_pct_step: float = 25.0
+
+
+class OperationSnapshot(BaseModel):
+    """What `wait_for_operation` returns: the operation when it ended or made visible progress."""
+
+    operation: Any  # workflows.models.Operation as a dict (camelCase-free, snake_case)
+    checks: int
+
+
+class OperationActivities:
+    def __init__(self, deps: ActivityDeps) -> None:
+        self.client = deps.client
+
+    @activity.defn(name="create_segment_export")
     async def create_segment_export(self, params: CreateSegmentExportParams) -> str:
         what = f"create segment export of segment {params.body.get('segmentId')}"
         response = await self.client.call("POST", "/segments/v1/exports", what=what, json_body=params.body,
@@ -50,7 +80,7 @@ class OperationActivities:
         activity.logger.info("created segment export operation %s", operation_id)
         return str(operation_id)
 
-    @activity.defn(name=WAIT_FOR_OPERATION)
+    @activity.defn(name="wait_for_operation")
     async def wait_for_operation(self, params: WaitForOperationParams) -> OperationSnapshot:
         what = f"get operation {params.operation_id}"
         response = await self.client.call("GET", f"/operations/v1/{quote(params.operation_id, safe='')}", what=what)
@@ -67,12 +97,10 @@ class OperationActivities:
                 # A signed URL's query is a credential: keep it out of history (the download asks for a fresh one).
                 snapshot["results"]["downloadUrl"] = redact_url(snapshot["results"]["downloadUrl"])
             return OperationSnapshot(operation=snapshot, checks=checks)
-        delay = response.retry_after or poll_delay(checks, params.max_poll_seconds)
+        delay = response.retry_after or poll_delay(checks, timedelta(seconds=params.max_poll_seconds))
         pct_text = f", {pct:g}% complete" if pct is not None else ""
-        raise ApplicationError(
+        raise errors.OPERATION_NOT_FINISHED(
             f"operation {params.operation_id} is {op.state}{pct_text}; {next_check_text(delay)}",
             {"state": op.state, "estimate_pct_complete": pct, "checks": checks},
-            type=OPERATION_NOT_FINISHED,
             next_retry_delay=delay,
-            category=ApplicationErrorCategory.BENIGN,
         )

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from common import API_KEY, PeakRss, Simulator, dev_server, mib, run, worker_process
 
-from workflows.models import BatchImportResult, batch_workflow_id
+from workflows.batch_import import BatchImportResult, batch_workflow_id
 
 
 async def main() -> None:
@@ -42,7 +42,7 @@ async def main() -> None:
                     for j in jobs])
                 started = time.time() - t0
                 latencies = []
-                for h, j in zip(handles, jobs):
+                for h, j in zip(handles, jobs, strict=True):
                     await h.result()
                     desc = await h.describe()
                     job = sim.jobs[j]

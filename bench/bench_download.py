@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 from common import API_KEY, PeakRss, Simulator, dev_server, mib, run, worker_process
 
-from workflows.models import SegmentExportResult
+from workflows.segment_export import SegmentExportResult
 
 
 def activity_seconds(history, name: str) -> float:

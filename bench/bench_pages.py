@@ -13,7 +13,7 @@ from pathlib import Path
 
 from common import API_KEY, PeakRss, Simulator, dev_server, mib, run, worker_process
 
-from workflows.models import BatchImportResult, batch_workflow_id
+from workflows.batch_import import BatchImportResult, batch_workflow_id
 
 
 async def main() -> None:

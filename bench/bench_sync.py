@@ -14,7 +14,7 @@ from pathlib import Path
 
 from common import API_KEY, PeakRss, Simulator, dev_server, mib, run, worker_process
 
-from workflows.models import DataExportSyncResult
+from workflows.data_export_sync import DataExportSyncResult
 
 
 async def main() -> None:

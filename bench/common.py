@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psutil
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,7 +20,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 from simulator import Simulator  # noqa: E402
-from worker_process import WorkerProcess  # noqa: E402
+from helpers import WorkerProcess  # noqa: E402
+from infra.data_converter import DATA_CONVERTER  # noqa: E402
 
 API_KEY = "bench-key-0123456789"
 VENV_BIN = Path(sys.executable).parent
@@ -30,7 +30,7 @@ VENV_BIN = Path(sys.executable).parent
 @contextlib.asynccontextmanager
 async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(VENV_BIN / "temporal"), data_converter=pydantic_data_converter,
+        dev_server_existing_path=str(VENV_BIN / "temporal"), data_converter=DATA_CONVERTER,
         dev_server_log_level="error")
     try:
         yield env
@@ -90,7 +90,6 @@ def mib(n: float) -> str:
 
 def run(main_coro) -> None:
     """asyncio.run, then a hard exit: the Temporal core runtime can abort at interpreter teardown."""
-    import asyncio
     import os
 
     asyncio.run(main_coro)

@@ -8,7 +8,7 @@ Not part of `make test` (it installs a browser and takes about a minute). It:
    worker (the same `worker.make_workers` as production), all on loopback;
 3. starts a `BatchImportWorkflow` watching a 10-minute events import and a `SegmentExportWorkflow`
    adopting a 15-minute export operation (5 minutes in, so at 25%), with the static summary and
-   details of `workflows.ui_text.start_texts` (what `fullstory-jobs start` sets), and lets them poll
+   details of `workflows.registry.start_texts` (what `fullstory-jobs start` sets), and lets them poll
    for a few seconds; the data converter drops stack traces of benign "not finished yet" failures
    (`infra.data_converter.DATA_CONVERTER`);
 4. prints what the UI is fed (each workflow's current details and its pending activity's summary,
@@ -55,9 +55,10 @@ from activities.fullstory_client import FullstoryClient  # noqa: E402
 from infra.settings import Settings  # noqa: E402
 from simulator import Simulator  # noqa: E402
 from worker import make_workers  # noqa: E402
-from workflows.models import batch_workflow_id, segment_export_workflow_id  # noqa: E402
+from workflows.batch_import import batch_workflow_id  # noqa: E402
+from workflows.segment_export import segment_export_workflow_id  # noqa: E402
 from infra.data_converter import DATA_CONVERTER  # noqa: E402
-from workflows.ui_text import start_texts  # noqa: E402
+from workflows.registry import start_texts  # noqa: E402
 
 API_KEY = "ui-screenshots-key"
 NAMESPACE = "default"
@@ -210,7 +211,7 @@ async def run(out_dir: Path, wait: float, size: str, settle: float) -> None:
         env = await WorkflowEnvironment.start_local(
             dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
             ui=True, ui_port=ui_port, namespace=NAMESPACE,
-            # Benign "not finished yet" failures without a Python stack trace under them (workflows.ui_text).
+            # Benign "not finished yet" failures without a Python stack trace under them (infra/data_converter.py).
             data_converter=DATA_CONVERTER, dev_server_log_level="error",
         )
         stack.push_async_callback(env.shutdown)

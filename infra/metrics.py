@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import timedelta
 
 from temporalio.common import MetricMeter
 
@@ -38,9 +39,10 @@ class Metrics:
         self.records_collected = meter.create_counter(
             "fullstory_records_collected", "Batch-job error and import records written as NDJSON")
 
-    def http_call(self, method: str, path: str, status: int | None, retry_after_seconds: float | None) -> None:
+    def http_call(self, method: str, path: str, status: int | None, retry_after: timedelta | None) -> None:
+        """Count one call to Fullstory (status None: no response), and the Retry-After it sent."""
         endpoint = endpoint_of(path)
         self.http_requests.add(1, {"method": method, "endpoint": endpoint,
                                    "status": str(status) if status is not None else "error"})
-        if retry_after_seconds:
-            self.retry_after_seconds.add(math.ceil(retry_after_seconds), {"endpoint": endpoint})
+        if retry_after:
+            self.retry_after_seconds.add(math.ceil(retry_after.total_seconds()), {"endpoint": endpoint})

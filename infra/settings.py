@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from workflows.models import DEFAULT_TASK_QUEUE
+from workflows.contract import DEFAULT_TASK_QUEUE
 
 
 class SettingsError(Exception):
@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     fullstory_export_base_url: str = "https://export.fullstory.com"
     fullstory_task_queue: str = DEFAULT_TASK_QUEUE
     fullstory_data_dir: str = "./data"
+    # Where workflows may read and write: comma-separated local directories and URL prefixes
+    # (activities/locations.py); unset: FULLSTORY_DATA_DIR and the object stores (s3://, gs://, ...).
+    fullstory_allowed_locations: str | None = None
     fullstory_export_downloads_per_minute: float = Field(default=2.0, gt=0)
     fullstory_http_timeout: float = Field(default=25.0, gt=0)
     fullstory_max_concurrent_activities: int = Field(default=200, gt=0)

@@ -8,12 +8,15 @@ environment variables (`TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`,
 
 With no address anywhere, the worker starts the bundled dev server and writes
 its address to `.temporal/endpoint.json`, so the CLI (`fullstory-jobs start`,
-`status`, `result`) run from the same directory finds it.
+`status`, `result`, `demo`) run from the same directory finds it (and a second
+worker there does not start a second server on the same database: see
+infra/worker_host.py).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,12 +28,20 @@ from temporalio.envconfig import ClientConfigProfile
 from infra.settings import SettingsError
 
 TEMPORAL_ENV_VARS = (
-    "TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "TEMPORAL_API_KEY", "TEMPORAL_TLS",
-    "TEMPORAL_TLS_CLIENT_CERT_PATH", "TEMPORAL_TLS_CLIENT_CERT_DATA",
-    "TEMPORAL_TLS_CLIENT_KEY_PATH", "TEMPORAL_TLS_CLIENT_KEY_DATA",
-    "TEMPORAL_TLS_SERVER_CA_CERT_PATH", "TEMPORAL_TLS_SERVER_CA_CERT_DATA",
-    "TEMPORAL_TLS_SERVER_NAME", "TEMPORAL_TLS_DISABLE_HOST_VERIFICATION",
-    "TEMPORAL_PROFILE", "TEMPORAL_CONFIG_FILE",
+    "TEMPORAL_ADDRESS",
+    "TEMPORAL_NAMESPACE",
+    "TEMPORAL_API_KEY",
+    "TEMPORAL_TLS",
+    "TEMPORAL_TLS_CLIENT_CERT_PATH",
+    "TEMPORAL_TLS_CLIENT_CERT_DATA",
+    "TEMPORAL_TLS_CLIENT_KEY_PATH",
+    "TEMPORAL_TLS_CLIENT_KEY_DATA",
+    "TEMPORAL_TLS_SERVER_CA_CERT_PATH",
+    "TEMPORAL_TLS_SERVER_CA_CERT_DATA",
+    "TEMPORAL_TLS_SERVER_NAME",
+    "TEMPORAL_TLS_DISABLE_HOST_VERIFICATION",
+    "TEMPORAL_PROFILE",
+    "TEMPORAL_CONFIG_FILE",
 )  # plus TEMPORAL_GRPC_META_<NAME> headers
 STATE_DIR = Path(".temporal")
 ENDPOINT_FILE = STATE_DIR / "endpoint.json"
@@ -55,8 +66,11 @@ class TemporalTarget:
         return [self.connect["api_key"]] if self.connect.get("api_key") else []
 
     def describe(self) -> str:
-        extras = [k for k, on in (("TLS", bool(self.connect.get("tls"))), ("API key", bool(self.connect.get("api_key"))))
-                  if on]
+        extras = [
+            k
+            for k, on in (("TLS", bool(self.connect.get("tls"))), ("API key", bool(self.connect.get("api_key"))))
+            if on
+        ]
         return f"{self.address} namespace {self.namespace}" + (f" ({', '.join(extras)})" if extras else "")
 
 
@@ -84,18 +98,36 @@ def for_cli(env: Mapping[str, str] | None = None) -> TemporalTarget:
     target = load_temporal_target(env)
     if not target.embedded:
         return target
+    return recorded_embedded(target) or TemporalTarget(
+        target.connect, f"127.0.0.1:{DEV_SERVER_PORT}", target.namespace, f"http://127.0.0.1:{DEV_UI_PORT}"
+    )
+
+
+def recorded_embedded(target: TemporalTarget) -> TemporalTarget | None:
+    """The embedded dev server recorded in `.temporal/endpoint.json` (it may be gone: connect to find out)."""
     try:
         recorded = json.loads(ENDPOINT_FILE.read_text())
-        return TemporalTarget(target.connect, recorded["address"], recorded.get("namespace", target.namespace),
-                              recorded.get("ui_url"))
-    except (OSError, ValueError, KeyError, TypeError):
-        return TemporalTarget(target.connect, f"127.0.0.1:{DEV_SERVER_PORT}", target.namespace,
-                              f"http://127.0.0.1:{DEV_UI_PORT}")
+        return TemporalTarget(
+            target.connect, recorded["address"], recorded.get("namespace", target.namespace), recorded.get("ui_url")
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def recorded_owner() -> int | None:
+    """The pid of the process that started the recorded embedded dev server, when recorded."""
+    try:
+        pid = json.loads(ENDPOINT_FILE.read_text()).get("pid")
+        return pid if isinstance(pid, int) else None
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def record_embedded(address: str, namespace: str, ui_url: str) -> None:
     STATE_DIR.mkdir(exist_ok=True)
-    ENDPOINT_FILE.write_text(json.dumps({"address": address, "namespace": namespace, "ui_url": ui_url}) + "\n")
+    ENDPOINT_FILE.write_text(
+        json.dumps({"address": address, "namespace": namespace, "ui_url": ui_url, "pid": os.getpid()}) + "\n"
+    )
 
 
 def forget_embedded() -> None:

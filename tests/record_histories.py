@@ -17,10 +17,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
-from conftest import API_KEY, VENV_BIN, TemporalClock, running_worker  # noqa: E402
+from helpers import API_KEY, VENV_BIN, TemporalClock, running_worker  # noqa: E402
+from infra.data_converter import DATA_CONVERTER  # noqa: E402
 from simulator import Simulator  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "histories"
@@ -40,7 +40,7 @@ async def record(env: WorkflowEnvironment, sim: Simulator, name: str, workflow: 
 
 async def main() -> None:
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(VENV_BIN / "temporal-test-server"), data_converter=pydantic_data_converter)
+        test_server_existing_path=str(VENV_BIN / "temporal-test-server"), data_converter=DATA_CONVERTER)
     OUT.mkdir(exist_ok=True)
     try:
         with Simulator(api_key=API_KEY) as sim, tempfile.TemporaryDirectory() as tmp:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import wait_until
-from workflows.models import BatchImportResult, batch_workflow_id
+from helpers import wait_until
+from workflows.batch_import import BatchImportResult, batch_workflow_id
 
 pytestmark = pytest.mark.e2e
 

@@ -13,8 +13,9 @@ import pytest_asyncio
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from conftest import TemporalClock, running_worker, server_time
-from workflows.models import BatchImportResult, batch_workflow_id, idempotency_key
+from helpers import TemporalClock, running_worker, server_time
+from workflows.batch_import import BatchImportResult, batch_workflow_id
+from workflows.contract import idempotency_key
 
 STATUS_ROUTE = "/v2/{kind}/batch/{job_id}"
 ERRORS_ROUTE = "/v2/{kind}/batch/{job_id}/errors"

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from cli import START_SPECS, UsageError, build_input, make_parser
-from worker_process import WorkerProcess
-from workflows.models import BatchImportInput, SegmentExportInput
+from cli import UsageError, build_input, make_parser
+from helpers import WorkerProcess
+from workflows.batch_import import BatchImportInput
+from workflows.registry import BY_COMMAND, JOBS
+from workflows.segment_export import SegmentExportInput
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,7 +31,7 @@ def cli(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None, timeout
 
 
 @pytest.mark.parametrize("argv", [[], ["worker"], ["demo"], ["start"], ["status"], ["result"],
-                                  *[["start", s.command] for s in START_SPECS]], ids=lambda a: " ".join(a) or "top")
+                                  *[["start", job.command] for job in JOBS]], ids=lambda a: " ".join(a) or "top")
 def test_every_command_has_help(argv, capsys):
     with pytest.raises(SystemExit) as exit_:
         make_parser().parse_args([*argv, "--help"])
@@ -49,8 +51,8 @@ def test_start_help_lists_every_input_field_with_its_description(capsys):
 
 def parse_start(*argv: str):
     args = make_parser().parse_args(["start", *argv])
-    spec = next(s for s in START_SPECS if s.command == args.start_what)
-    return build_input(spec, args)
+    job = BY_COMMAND[args.start_what]
+    return build_input(job, args)
 
 
 def test_flags_become_a_validated_input(tmp_path):
@@ -100,6 +102,7 @@ def test_bad_arguments_get_a_one_line_error_and_exit_2(argv, expected):
 def test_no_temporal_is_one_line_and_exit_2(tmp_path):
     proc = cli("status", "some-id", cwd=tmp_path, env=clean_env(TEMPORAL_ADDRESS="127.0.0.1:1"))
     assert proc.returncode == 2 and "cannot connect to Temporal at 127.0.0.1:1" in proc.stderr
+    assert "Connection refused" in proc.stderr and "TEMPORAL_ADDRESS" in proc.stderr and "tonic" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
@@ -124,6 +127,7 @@ def test_make_run_then_start_status_and_result_from_a_fresh_directory(tmp_path):
         assert status.returncode == 0, status.stderr
         progress = json.loads(status.stdout)
         assert progress["type"] == "BatchImportWorkflow" and progress["progress"]["job_id"] == "X"
+        assert isinstance(progress["pending_activities"], list)  # what it waits on: test_embedded_server.py
 
         result = cli("result", "fullstory-batch-events-X", "--timeout", "60", cwd=tmp_path)
         assert result.returncode == 0, result.stderr

@@ -14,8 +14,8 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from conftest import TemporalClock, running_worker, server_time
-from workflows.models import DataExportSyncResult
+from helpers import TemporalClock, running_worker, server_time
+from workflows.data_export_sync import DataExportSyncResult
 
 GET_ROUTE = "/api/v1/export/get"
 

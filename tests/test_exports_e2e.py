@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import API_KEY, wait_until
-from workflows.models import DataExportSyncResult, SegmentExportResult, segment_export_workflow_id
+from helpers import API_KEY, wait_until
+from workflows.data_export_sync import DataExportSyncResult
+from workflows.segment_export import SegmentExportResult, segment_export_workflow_id
 
 pytestmark = pytest.mark.e2e
 
@@ -62,13 +63,13 @@ async def test_two_workers_sync_ten_bundles_within_the_rate_while_one_is_killed_
     dest = tmp_path / "bundles"
     rate = {"FULLSTORY_EXPORT_DOWNLOADS_PER_MINUTE": "60"}
     a = worker_factory(**rate).start()
-    b = worker_factory(**rate).start()
+    worker_factory(**rate).start()  # b: runs throughout
     handle = await dev_env.client.start_workflow(
         "DataExportSyncWorkflow", {"start": 1_600_000_000, "destination": str(dest)},
         id=f"sync-{worker_factory.task_queue}", task_queue=worker_factory.task_queue,
         result_type=DataExportSyncResult)
     for n in (3, 6):
-        await wait_until(lambda: len(list(dest.glob("*.json.gz"))) >= n, timeout=120, what=f"{n} bundles")
+        await wait_until(lambda n=n: len(list(dest.glob("*.json.gz"))) >= n, timeout=120, what=f"{n} bundles")
         a.kill()
         a = worker_factory(**rate).start()
     result = await asyncio.wait_for(handle.result(), 240)

@@ -23,21 +23,16 @@ import psutil
 import pytest
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from activities.legacy_export import file_sha256
-from conftest import API_KEY, free_port, wait_until
-from worker import find_binary
-from worker_process import WorkerProcess, stop_process
-from workflows.models import (
-    BatchImportResult,
-    DataExportSyncResult,
-    Operation,
-    SegmentExportResult,
-    batch_workflow_id,
-    operation_workflow_id,
-    segment_export_workflow_id,
-)
+from infra.data_converter import DATA_CONVERTER
+from helpers import API_KEY, WorkerProcess, free_port, stop_process, wait_until
+from infra.worker_host import find_binary
+from activities.operations import Operation
+from workflows.batch_import import BatchImportResult, batch_workflow_id
+from workflows.data_export_sync import DataExportSyncResult
+from workflows.operation import operation_workflow_id
+from workflows.segment_export import SegmentExportResult, segment_export_workflow_id
 
 pytestmark = pytest.mark.e2e
 
@@ -65,7 +60,7 @@ def exited(proc: psutil.Process) -> bool:
 
 
 async def poll(predicate, timeout: float, what: str, every: float = 0.2):
-    """Like conftest.wait_until, for an async predicate; returns its first truthy value."""
+    """Like helpers.wait_until, for an async predicate; returns its first truthy value."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
@@ -86,7 +81,7 @@ async def started_activities(handles: list[WorkflowHandle]) -> dict[tuple[str, s
             if pa.state == STARTED:
                 beat = {}
                 if pa.heartbeat_details.payloads:
-                    beat = (await pydantic_data_converter.decode(pa.heartbeat_details.payloads))[0] or {}
+                    beat = (await DATA_CONVERTER.decode(pa.heartbeat_details.payloads))[0] or {}
                 out[(handle.id, pa.activity_id)] = (pa.activity_type.name, pa.last_worker_identity, beat)
     return out
 
@@ -308,7 +303,7 @@ class DevServer:
             if self.proc is None or self.proc.poll() is not None:
                 raise RuntimeError(f"dev server exited:\n{self.log.read_text(errors='replace')[-2000:]}")
             try:
-                return await Client.connect(self.address, data_converter=pydantic_data_converter)
+                return await Client.connect(self.address, data_converter=DATA_CONVERTER)
             except Exception:
                 if loop.time() > deadline:
                     raise

@@ -11,7 +11,7 @@ import pytest
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities.fullstory_client import FullstoryClient, parse_retry_after
-from workflows.activity_types import redact_url
+from workflows.contract import redact_url
 
 KEY = "sekrit-key-123"
 
@@ -197,8 +197,8 @@ def test_next_check_text_names_the_delay_and_the_clock_time():
 
     before = datetime.now(timezone.utc)
     text = next_check_text(timedelta(seconds=6.75))
-    assert text.startswith("next check in 7 s (at ") and text.endswith(" UTC)")
+    assert text.startswith("next check in 6.8 s (at ") and text.endswith(" UTC)")
     clock = text[-13:-5]
     assert clock in {f"{before + timedelta(seconds=s):%H:%M:%S}" for s in (6, 7, 8)}
-    assert next_check_text(timedelta(hours=6)).startswith("next check in 360 min (at ")
+    assert next_check_text(timedelta(hours=6)).startswith("next check in 6 h (at ")
     assert " on 20" in next_check_text(timedelta(hours=20))

@@ -12,10 +12,11 @@ import urllib.request
 
 import pytest
 
-from conftest import API_KEY, free_port
+from helpers import API_KEY, free_port
 from infra.metrics import endpoint_of
-from workflows.models import (BatchImportResult, DataExportSyncResult, SegmentExportResult, batch_workflow_id,
-                              segment_export_workflow_id)
+from workflows.batch_import import BatchImportResult, batch_workflow_id
+from workflows.data_export_sync import DataExportSyncResult
+from workflows.segment_export import SegmentExportResult, segment_export_workflow_id
 
 pytestmark = pytest.mark.e2e
 
@@ -110,7 +111,7 @@ async def test_a_full_run_is_observable_and_leaks_no_secret(dev_env, sim, worker
     assert activity_lines and all(r.get("workflow_id") and r.get("activity_type") for r in activity_lines)
     signature = re.compile(r"Signature=|Expires=\d")
     histories = [json.dumps((await h.fetch_history()).to_json_dict()) for h in (batch, export, sync)]
-    for where, text in [("worker log", log), *zip(("batch history", "export history", "sync history"), histories)]:
+    for where, text in [("worker log", log), *zip(("batch history", "export history", "sync history"), histories, strict=True)]:
         assert API_KEY not in text, f"API key in the {where}"
         assert f"Basic {API_KEY}" not in text
         assert not signature.search(text), f"signed-URL query in the {where}"

@@ -18,12 +18,12 @@ import pytest
 from temporalio import activity, workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner, Worker
 from temporalio.workflow import NondeterminismError
 
+from infra.data_converter import DATA_CONVERTER
 from worker import WORKFLOWS
-from workflows.activity_types import WAIT_FOR_BATCH_JOB, BatchJob, BatchJobDetails, WaitForBatchJobParams
+from activities.batch import BatchActivities, BatchJob, BatchJobDetails, WaitForBatchJobParams
 from workflows.batch_import import BatchImportWorkflow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
@@ -42,7 +42,7 @@ def test_there_are_recorded_histories_for_every_workflow():
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_replay(path: Path):
     history = WorkflowHistory.from_json(path.stem, path.read_text())
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=DATA_CONVERTER)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, result.replay_failure
 
@@ -60,7 +60,7 @@ class ChangedBatchImportWorkflow:
 async def test_replay_catches_an_incompatible_change():
     path = next(p for p in HISTORIES if workflow_type(p) == "BatchImportWorkflow")
     history = WorkflowHistory.from_json(path.stem, path.read_text())
-    replayer = Replayer(workflows=[ChangedBatchImportWorkflow], data_converter=pydantic_data_converter,
+    replayer = Replayer(workflows=[ChangedBatchImportWorkflow], data_converter=DATA_CONVERTER,
                         workflow_runner=UnsandboxedWorkflowRunner())
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is not None
@@ -73,10 +73,11 @@ async def test_replay_catches_an_incompatible_change():
 # wait, so to them the new step is a command their history never had.
 #
 # The variants below apply the doc's diff without copying batch_import.py (a copy would drift from
-# it): each overrides the one place the wait is scheduled, `_call(WAIT_FOR_BATCH_JOB, ...)`, and runs
+# it): each overrides the one place the wait is scheduled, `step(BatchActivities.wait_for_batch_job, ...)`, and runs
 # the new step first. Everything else is the production workflow, registered under the same name.
 
 PATCH_ID = "record-batch-job"
+WAIT_FOR_BATCH_JOB = "wait_for_batch_job"  # the recorded name: activity names never change
 RECORD_BATCH_JOB = "record_batch_job"
 BATCH_HISTORIES = [p for p in HISTORIES if workflow_type(p) == "BatchImportWorkflow"]
 # Core's words when the code schedules the new activity where the history scheduled the wait.
@@ -87,14 +88,14 @@ class _RecordsTheJob(BatchImportWorkflow):
     def new_step_applies(self) -> bool:
         raise NotImplementedError
 
-    async def _call(self, activity_name: str, params: Any, *args: Any, **options: Any) -> Any:
-        if activity_name == WAIT_FOR_BATCH_JOB and self.new_step_applies():
+    async def step(self, activity: Any, params: Any, **options: Any) -> Any:
+        if activity == BatchActivities.wait_for_batch_job and self.new_step_applies():
             assert isinstance(params, WaitForBatchJobParams)
             await workflow.execute_activity(
                 RECORD_BATCH_JOB, {"kind": params.kind, "job_id": params.job_id,
                                    "workflow_id": workflow.info().workflow_id},
                 start_to_close_timeout=timedelta(seconds=30), summary=f"Record batch job {params.job_id}")
-        return await super()._call(activity_name, params, *args, **options)
+        return await super().step(activity, params, **options)
 
 
 @workflow.defn(name="BatchImportWorkflow")
@@ -137,7 +138,7 @@ class StepWithDeprecatedPatch(_RecordsTheJob):
 async def replay(path_or_history: Path | WorkflowHistory, workflow_class: type) -> Exception | None:
     history = path_or_history if isinstance(path_or_history, WorkflowHistory) else WorkflowHistory.from_json(
         path_or_history.stem, path_or_history.read_text())
-    replayer = Replayer(workflows=[workflow_class], data_converter=pydantic_data_converter,
+    replayer = Replayer(workflows=[workflow_class], data_converter=DATA_CONVERTER,
                         workflow_runner=UnsandboxedWorkflowRunner())
     return (await replayer.replay_workflow(history, raise_on_replay_failure=False)).replay_failure
 

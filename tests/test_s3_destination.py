@@ -12,8 +12,9 @@ import pytest_asyncio
 from moto.server import ThreadedMotoServer
 from temporalio.client import WorkflowFailureError
 
-from conftest import TemporalClock, running_worker
-from workflows.models import BatchImportResult, SegmentExportResult
+from helpers import TemporalClock, running_worker
+from workflows.batch_import import BatchImportResult
+from workflows.segment_export import SegmentExportResult
 
 
 @pytest.fixture(scope="module")

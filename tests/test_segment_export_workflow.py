@@ -13,8 +13,10 @@ import pytest_asyncio
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from conftest import TemporalClock, running_worker, server_time
-from workflows.models import Operation, SegmentExportResult, operation_workflow_id
+from helpers import TemporalClock, running_worker, server_time
+from activities.operations import Operation
+from workflows.operation import operation_workflow_id
+from workflows.segment_export import SegmentExportResult
 
 OP_ROUTE = "/operations/v1/{operation_id}"
 

@@ -9,24 +9,17 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import pytest_asyncio
-from conftest import TemporalClock, running_worker
+from helpers import TemporalClock, running_worker
 from temporalio.api.enums.v1 import ApplicationErrorCategory as ProtoCategory
 from temporalio.api.failure.v1 import Failure
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from infra.data_converter import DATA_CONVERTER, BenignWithoutStackTrace
-from workflows.models import BatchImportInput, SegmentExportInput
-from workflows.ui_text import (
-    at,
-    bar,
-    current_details,
-    location,
-    one_line,
-    size,
-    span,
-    start_texts,
-)
+from workflows.batch_import import BatchImportInput
+from workflows.segment_export import SegmentExportInput
+from workflows.registry import start_texts
+from workflows.texts import at, bar, current_details, location, one_line, size, span
 
 WHEN = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC")
 SECRETISH = "ada.lovelace@example.com"
@@ -153,7 +146,7 @@ def _failure(err: BaseException) -> Failure:
         raise err
     except BaseException as raised:  # noqa: BLE001 - a real traceback to convert
         failure = Failure()
-        BenignWithoutStackTrace().to_failure(raised, pydantic_data_converter.payload_converter, failure)
+        BenignWithoutStackTrace().to_failure(raised, DATA_CONVERTER.payload_converter, failure)
         return failure
 
 

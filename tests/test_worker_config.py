@@ -44,6 +44,20 @@ def test_bad_command_is_a_usage_error():
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
 
 
+def test_worker_and_cli_do_not_import_each_other():
+    for module, other in (("worker", "cli"), ("cli", "worker")):
+        proc = subprocess.run([sys.executable, "-c", f"import sys, {module}; print({other!r} in sys.modules)"],
+                              cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0 and proc.stdout.strip() == "False", (module, proc.stderr[-2000:])
+
+
+def test_worker_help_and_other_commands_go_to_the_cli():
+    own = run_worker({}, "--help")
+    assert own.returncode == 0 and own.stdout.startswith("usage: worker.py") and "fullstory-jobs --help" in own.stdout
+    handed = run_worker({}, "--log-level", "ERROR", "demo", "--help")  # `make demo` runs `worker.py demo`
+    assert handed.returncode == 0 and handed.stdout.startswith("usage: fullstory-jobs demo")
+
+
 def test_redaction_of_key_and_signed_url_query(capsys):
     add_secret("super-secret-api-key-42")
     configure_logging("INFO", json_output=True)

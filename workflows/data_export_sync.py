@@ -1,118 +1,237 @@
 """DataExportSyncWorkflow: an unattended, rate-limited, gap-free sync of legacy export bundles.
 
-From the cursor (`start`), list bundles (20 a page, oldest first), store each
-one in order (the download runs on the rate-limited downloads task queue), and
-only then advance the cursor to its `Stop`. With `stop`, finish when the cursor
-reaches it; with `follow`, sleep `poll_interval` when caught up and list again,
-forever. Continue-as-new keeps each run's history bounded, carrying the cursor.
+The steps: from the cursor (`start`), list bundles (20 a page, oldest first), store each one in
+order (the download runs on the rate-limited downloads task queue), and only then advance the
+cursor to its `Stop`. With `stop`, finish when the cursor reaches it; with `follow`, sleep
+`poll_interval` when caught up and list again, forever. Continue-as-new keeps each run's history
+bounded, carrying the cursor.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-from typing import Any
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
+from pydantic import Field, field_validator, model_validator
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.activity_types import (
-        LIST_EXPORT_BUNDLES,
-        STORE_EXPORT_BUNDLE,
-        SYNC_TIMEOUT,
-        ExportBundle,
-        StoredBundle,
-        StoreExportBundleParams,
-    )
-    from workflows.common import ProgressWorkflow, parse_input, run_activity
-    from workflows.models import DataExportSyncInput, DataExportSyncResult
-    from workflows.ui_text import Row, at, code, size, span
+    from activities.legacy_export import (BundleStoreActivities, ExportBundle, LegacyExportActivities, StoredBundle,
+                                          StoreExportBundleParams)
+    from workflows import errors
+    from workflows.contract import LOCATION_HELP, InputModel, ResultModel
+    from workflows.policies import HEARTBEAT_TIMEOUT
+    from workflows.steps import ProgressTracker, ProgressWorkflow, StepText, parse_input
+    from workflows.texts import LIVE_STATUS_ROW, Row, at, code, iso, location, plain, shorten, size, span, unix
 
-BUNDLE_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
+P = TypeVar("P")
+R = TypeVar("R")
+
 BUNDLE_ATTEMPT_TIMEOUT = timedelta(hours=6)
 STEP_BUDGET = timedelta(days=7)  # an unattended sync keeps retrying transient trouble this long per step
 
 
-def downloads_task_queue(task_queue: str) -> str:
-    """Bundle downloads have their own task queue, rate limited server-side across all workers."""
-    return f"{task_queue}-downloads"
+# --- The contract --------------------------------------------------------------------------------
 
 
-def iso(unix: int) -> str:
-    return datetime.fromtimestamp(unix, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+class DataExportSyncInput(InputModel):
+    """Input of `DataExportSyncWorkflow`: download every legacy export bundle from `start`, in order."""
+
+    start: int = Field(ge=0, description="Unix seconds: sync bundles whose end is after this.")
+    destination: str | None = Field(default=None, description=f"Where the bundles go: {LOCATION_HELP}.")
+    stop: int | None = Field(default=None, description="Unix seconds: finish when the cursor reaches this.")
+    follow: bool = Field(default=False, description="When caught up, sleep `poll_interval` and list again, forever.")
+    poll_interval: timedelta = Field(default=timedelta(hours=1), description="ISO 8601 or seconds; default 1 h.")
+    bundles_per_run: int = Field(default=200, ge=1, le=10_000,
+                                 description="Continue-as-new after this many bundles (keeps history bounded).")
+    # Carried across continue-as-new; callers leave them at 0.
+    bundles_so_far: int = Field(default=0, ge=0)
+    bytes_so_far: int = Field(default=0, ge=0)
+
+    @field_validator("poll_interval")
+    @classmethod
+    def _poll_sane(cls, v: timedelta) -> timedelta:
+        if not timedelta(seconds=1) <= v <= timedelta(days=7):
+            raise ValueError("poll_interval must be between 1 second and 7 days")
+        return v
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DataExportSyncInput:
+        if self.stop is not None and self.stop <= self.start:
+            raise ValueError("stop must be after start")
+        if self.stop is not None and self.follow:
+            raise ValueError("follow runs forever; it cannot be combined with stop")
+        return self
+
+
+class DataExportSyncResult(ResultModel):
+    cursor: int
+    cursor_iso: str
+    bundles: int
+    bytes: int
+
+
+# Carried across continue-as-new, not for callers (the CLI hides them).
+HIDDEN_FIELDS = frozenset({"bundles_so_far", "bytes_so_far"})
+
+
+def data_export_sync_workflow_id(destination: str | None = None) -> str:
+    """A fixed id per destination, so a schedule or a second start never runs two syncs into one place."""
+    suffix = uuid.uuid5(uuid.NAMESPACE_URL, destination).hex[:12] if destination else "default"
+    return f"fullstory-data-export-sync-{suffix}"
+
+
+def workflow_id_for(args: DataExportSyncInput, unique: str) -> str:
+    return data_export_sync_workflow_id(args.destination)
+
+
+# --- The workflow --------------------------------------------------------------------------------
 
 
 @workflow.defn(name="DataExportSyncWorkflow")
 class DataExportSyncWorkflow(ProgressWorkflow):
+    timeout_error = errors.SYNC_TIMEOUT
+
     @workflow.run
     async def run(self, input: dict[str, Any]) -> DataExportSyncResult:
         args = parse_input(DataExportSyncInput, input)
-        cursor, bundles, nbytes = args.start, args.bundles_so_far, args.bytes_so_far
-        stored_this_run = 0
-        track = self._tracker.set
-
-        def result() -> DataExportSyncResult:
-            return DataExportSyncResult(cursor=cursor, cursor_iso=iso(cursor), bundles=bundles, bytes=nbytes)
-
-        def status(phase: str, headline: str, *rows: Row, **fields: Any) -> None:
-            track(phase, headline, [
-                *rows,
-                ("Cursor", f"{iso(cursor)} (`{cursor}`): every bundle before it is stored"),
-                ("Stored", f"{bundles:,} bundles, {size(nbytes)}"
-                           + (f" ({stored_this_run:,} in this run)" if bundles != stored_this_run else "")),
-                ("Mode", f"follow: list again every {span(args.poll_interval)} when caught up" if args.follow
-                 else f"until {iso(args.stop)}" if args.stop is not None else "until caught up"),
-            ], cursor=cursor, cursor_iso=iso(cursor), records=bundles, bytes=nbytes, **fields)
+        state = SyncState(args)
+        say = SyncNarration(self._tracker, args, state)
+        await self.check_locations(destination=args.destination)
 
         while True:
-            if args.stop is not None and cursor >= args.stop:
-                status("done", f"Done: reached stop {iso(args.stop)}")
-                return result()
-            status("listing", f"Listing export bundles after {iso(cursor)}")
-            page: list[ExportBundle] = await self._step(
-                LIST_EXPORT_BUNDLES, cursor, list[ExportBundle], f"List export bundles after {iso(cursor)}")
-            page = sorted((b for b in page if b.stop > cursor), key=lambda b: (b.stop, b.start))
-            if args.stop is not None:
-                page = [b for b in page if b.start < args.stop]
+            if args.stop is not None and state.cursor >= args.stop:
+                say.done(f"Done: reached stop {iso(args.stop)}")
+                return state.result()
+            say.listing()
+            page = await self.sync_step(LegacyExportActivities.list_export_bundles, state.cursor,
+                                        f"List export bundles after {iso(state.cursor)}")
+            page = state.unstored(page)
             if not page:
                 if args.stop is not None or not args.follow:
-                    status("done", "Done: caught up, no more bundles")
-                    return result()
+                    say.done("Done: caught up, no more bundles")
+                    return state.result()
                 wake = workflow.now() + args.poll_interval
-                status("sleeping", f"Caught up; next listing at {at(wake)}",
-                       ("Next listing", f"{at(wake)} (a durable timer of {span(args.poll_interval)})"),
-                       waiting_until=wake)
+                say.sleeping(wake)
                 await workflow.sleep(args.poll_interval,
-                                     summary=f"Caught up at {iso(cursor)}; list again at {at(wake)}")
+                                     summary=f"Caught up at {iso(state.cursor)}; list again at {at(wake)}")
                 if workflow.info().is_continue_as_new_suggested():
-                    self._continue(args, cursor, bundles, nbytes)
+                    self.continue_as_new(state)
                 continue
             for i, bundle in enumerate(page, 1):
-                status("downloading", f"Storing bundle {code(bundle.id)}",
-                       ("Bundle", f"{iso(bundle.start)} → {iso(bundle.stop)}"),
-                       ("Pace", ("downloads are rate limited across all workers; a wait here is the limit, not "
-                                 "a fault (*Pending Activities* tab shows the attempt and the bytes so far)")),
-                       ("Page", f"{i} of {len(page)} listed"))
-                stored: StoredBundle = await self._step(
-                    STORE_EXPORT_BUNDLE, StoreExportBundleParams(bundle=bundle, destination=args.destination),
-                    StoredBundle, f"Store bundle {bundle.id} ({iso(bundle.start)}..{iso(bundle.stop)})",
-                    task_queue=downloads_task_queue(workflow.info().task_queue),
-                    start_to_close=BUNDLE_ATTEMPT_TIMEOUT, heartbeat=BUNDLE_HEARTBEAT_TIMEOUT)
-                # Only now, with the bundle stored intact, does the cursor move past it.
-                cursor = bundle.stop
-                bundles += 1
-                nbytes += stored.bytes
-                stored_this_run += 1
-                if args.stop is not None and cursor >= args.stop:
+                say.storing(bundle, i, len(page))
+                stored = await self.sync_step(
+                    BundleStoreActivities.store_export_bundle,
+                    StoreExportBundleParams(bundle=bundle, destination=args.destination),
+                    f"Store bundle {bundle.id} ({iso(bundle.start)}..{iso(bundle.stop)})",
+                    task_queue=BundleStoreActivities.task_queue(workflow.info().task_queue),
+                    start_to_close=BUNDLE_ATTEMPT_TIMEOUT, heartbeat=HEARTBEAT_TIMEOUT)
+                state.stored(bundle, stored)  # only now, with the bundle stored intact, does the cursor move
+                if args.stop is not None and state.cursor >= args.stop:
                     break
-                if stored_this_run >= args.bundles_per_run or workflow.info().is_continue_as_new_suggested():
-                    status("continuing", "Continuing as new to keep history small")
-                    self._continue(args, cursor, bundles, nbytes)
+                if state.stored_this_run >= args.bundles_per_run or workflow.info().is_continue_as_new_suggested():
+                    say.continuing()
+                    self.continue_as_new(state)
 
-    async def _step(self, activity: str, params: Any, result_type: Any, summary: str, **options: Any) -> Any:
-        return await run_activity(
-            self._tracker, activity, params, result_type, deadline=workflow.now() + STEP_BUDGET, summary=summary,
-            timeout_message=f"{summary}: did not succeed within {STEP_BUDGET}", timeout_type=SYNC_TIMEOUT, **options)
+    async def sync_step(self, activity: Callable[[Any, P], Awaitable[R]], params: P, summary: str,
+                        **options: Any) -> R:
+        """A step of an unattended sync: retried for STEP_BUDGET before the sync gives up."""
+        return await self.step(activity, params, deadline=workflow.now() + STEP_BUDGET,
+                               text=StepText(summary, f"{summary}: did not succeed within {STEP_BUDGET}"), **options)
 
-    def _continue(self, args: DataExportSyncInput, cursor: int, bundles: int, nbytes: int) -> None:
-        workflow.continue_as_new(args.model_copy(
-            update={"start": cursor, "bundles_so_far": bundles, "bytes_so_far": nbytes}).model_dump(mode="json"))
+    def continue_as_new(self, state: SyncState) -> None:
+        workflow.continue_as_new(state.args.model_copy(update={
+            "start": state.cursor, "bundles_so_far": state.bundles, "bytes_so_far": state.bytes,
+        }).model_dump(mode="json"))
+
+
+class SyncState:
+    """The cursor (every bundle before it is stored) and the totals, carried across continue-as-new."""
+
+    def __init__(self, args: DataExportSyncInput) -> None:
+        self.args = args
+        self.cursor, self.bundles, self.bytes = args.start, args.bundles_so_far, args.bytes_so_far
+        self.stored_this_run = 0
+
+    def unstored(self, page: list[ExportBundle]) -> list[ExportBundle]:
+        """The listed bundles past the cursor (and before `stop`), oldest first."""
+        page = sorted((b for b in page if b.stop > self.cursor), key=lambda b: (b.stop, b.start))
+        return [b for b in page if b.start < self.args.stop] if self.args.stop is not None else page
+
+    def stored(self, bundle: ExportBundle, stored: StoredBundle) -> None:
+        self.cursor = bundle.stop
+        self.bundles += 1
+        self.bytes += stored.bytes
+        self.stored_this_run += 1
+
+    def result(self) -> DataExportSyncResult:
+        return DataExportSyncResult(cursor=self.cursor, cursor_iso=iso(self.cursor), bundles=self.bundles,
+                                    bytes=self.bytes)
+
+
+# --- What the UI says ----------------------------------------------------------------------------
+
+
+class SyncNarration:
+    def __init__(self, tracker: ProgressTracker, args: DataExportSyncInput, state: SyncState) -> None:
+        self.track, self.args, self.state = tracker.set, args, state
+
+    def status(self, phase: str, headline: str, *rows: Row, **fields: Any) -> None:
+        args, s = self.args, self.state
+        self.track(phase, headline, [
+            *rows,
+            ("Cursor", f"{iso(s.cursor)} (`{s.cursor}`): every bundle before it is stored"),
+            ("Stored", f"{s.bundles:,} bundles, {size(s.bytes)}"
+                       + (f" ({s.stored_this_run:,} in this run)" if s.bundles != s.stored_this_run else "")),
+            ("Mode", f"follow: list again every {span(args.poll_interval)} when caught up" if args.follow
+             else f"until {iso(args.stop)}" if args.stop is not None else "until caught up"),
+        ], cursor=s.cursor, cursor_iso=iso(s.cursor), records=s.bundles, bytes=s.bytes, **fields)
+
+    def done(self, headline: str) -> None:
+        self.status("done", headline)
+
+    def listing(self) -> None:
+        self.status("listing", f"Listing export bundles after {iso(self.state.cursor)}")
+
+    def sleeping(self, wake: datetime) -> None:
+        self.status("sleeping", f"Caught up; next listing at {at(wake)}",
+                    ("Next listing", f"{at(wake)} (a durable timer of {span(self.args.poll_interval)})"),
+                    waiting_until=wake)
+
+    def storing(self, bundle: ExportBundle, i: int, n: int) -> None:
+        self.status("downloading", f"Storing bundle {code(bundle.id)}",
+                    ("Bundle", f"{iso(bundle.start)} → {iso(bundle.stop)}"),
+                    ("Pace", ("downloads are rate limited across all workers; a wait here is the limit, not "
+                              "a fault (*Pending Activities* tab shows the attempt and the bytes so far)")),
+                    ("Page", f"{i} of {n} listed"))
+
+    def continuing(self) -> None:
+        self.status("continuing", "Continuing as new to keep history small")
+
+
+def start_texts(args: DataExportSyncInput) -> tuple[str, str, list[Row]]:
+    """(summary, headline, rows) for the UI's static texts, set by whoever starts the workflow."""
+    start = at(args.start)
+    if args.follow:
+        until = f", following (lists every {span(args.poll_interval)})"
+        mode = f"forever: when caught up it sleeps {span(args.poll_interval)} and lists again; stop it with a cancel"
+    elif args.stop is not None:
+        until = f" to {at(args.stop)}"
+        mode = f"until the cursor reaches {unix(args.stop)}"
+    else:
+        until, mode = "", "until caught up"
+    resumed = args.bundles_so_far > 0 or args.bytes_so_far > 0
+    rows = [
+        ("From", unix(args.start) + (" (continued from an earlier run)" if resumed else "")),
+        ("Runs", mode),
+        ("So far", f"{args.bundles_so_far:,} bundles, {size(args.bytes_so_far)}" if resumed else ""),
+        ("Bundles to", location(args.destination)),
+        ("Pace", ("oldest first, one at a time; downloads rate limited across all workers "
+                  "(`FULLSTORY_EXPORT_DOWNLOADS_PER_MINUTE`, default 2)")),
+        ("History", f"continues as new every {args.bundles_per_run:,} bundles"),
+        LIVE_STATUS_ROW,
+    ]
+    dest = f" to {shorten(plain(location(args.destination, 200)), 60)}" if args.destination else ""
+    return f"Legacy data export sync from {start}{until}{dest}", "Legacy data export sync", rows

@@ -1,9 +1,9 @@
 """OperationWorkflow: wait for any Fullstory operation to finish.
 
-The wait is one activity whose retries are the loop (durable timers that
-honour Retry-After); it returns early only when the state changes or the
-estimate moves by 25 points, so `progress` and the UI show the percentage
-while history stays bounded. FAILED ends the workflow with `errorDetails`.
+The steps: wait (one activity whose retries are the loop: durable timers that honour
+Retry-After) until the operation ends. The activity returns early only when the state changes
+or the estimate moves by 25 points, so `progress` and the UI show the percentage while history
+stays bounded. FAILED ends the workflow with `errorDetails`.
 """
 
 from __future__ import annotations
@@ -11,83 +11,145 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import Field, field_validator
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.activity_types import (
-        OPERATION_FAILED,
-        OPERATION_TIMEOUT,
-        WAIT_FOR_OPERATION,
-        OperationSnapshot,
-        WaitForOperationParams,
-    )
-    from workflows.common import ProgressTracker, ProgressWorkflow, parse_input, poll_retry, run_activity
-    from workflows.models import Operation, OperationInput
-    from workflows.ui_text import at, bar, clock, code, escape, next_check, span
-
-from temporalio.exceptions import ApplicationError
+    from activities.operations import Operation, OperationActivities, OperationSnapshot, WaitForOperationParams
+    from workflows import errors
+    from workflows.contract import InputModel, positive, sane_poll_interval
+    from workflows.policies import poll_retry
+    from workflows.steps import ProgressTracker, ProgressWorkflow, StepText, parse_input
+    from workflows.texts import (LIVE_STATUS_ROW, Row, at, bar, clock, code, escape, next_check, span,
+                                 status_checks_row)
 
 # The wait activity returns (waking the workflow, refreshing these texts) when the estimate moves this much.
 REPORT_PCT_STEP: float = WaitForOperationParams.model_fields["report_pct_step"].default
 
 
-def _progress_text(state: str | None, pct: float | None, seen_at: datetime | None) -> str:
-    if state is None or seen_at is None:
-        return "not known yet: the first status check is under way"
-    step = f"updated here when the state changes or the estimate moves {REPORT_PCT_STEP:g} points"
-    if pct is None:
-        return f"{state}, no estimate from Fullstory yet (as of {clock(seen_at)}; {step})"
-    return f"{bar(pct)} {state} (Fullstory's estimate as of {clock(seen_at)}; {step})"
+# --- The contract (the result is Fullstory's own Operation, in snake_case) ------------------------
 
 
-async def wait_for_operation_to_end(
-    tracker: ProgressTracker, operation_id: str, deadline: datetime, timeout: timedelta, max_poll_interval: timedelta,
-    *, what: str = "operation", then: str = "",
-) -> Operation:
-    """Shared by OperationWorkflow and SegmentExportWorkflow: returns the COMPLETED operation or raises."""
-    known_state: str | None = None
-    known_pct: float | None = None
-    seen_at: datetime | None = None
-    checks = 0
-    while True:
-        pct_text = f" {known_pct:g}%" if known_pct is not None else ""
-        tracker.set("waiting", f"Waiting for {what} {code(operation_id)} to finish", [
-            ("Progress", _progress_text(known_state, known_pct, seen_at)),
-            ("Next check", next_check(max_poll_interval)),
-            ("Deadline", f"{at(deadline)} ({span(timeout)} after start)"),
-            ("Then", then),
-        ], job_id=operation_id, status=known_state, percent=known_pct, attempts=checks, waiting_until=deadline)
-        snapshot: OperationSnapshot = await run_activity(
-            tracker, WAIT_FOR_OPERATION,
-            WaitForOperationParams(operation_id=operation_id, known_state=known_state, known_pct=known_pct,
-                                   checks_before=checks, max_poll_seconds=max_poll_interval.total_seconds()),
-            OperationSnapshot, deadline=deadline,
-            summary=(f"Last seen {known_state}{pct_text} · " if known_state else "First check · ")
-            + f"checks ≤ {span(max_poll_interval)} apart until it ends or moves {REPORT_PCT_STEP:g} points",
-            timeout_message=f"operation {operation_id} did not finish within {timeout}",
-            timeout_type=OPERATION_TIMEOUT, retry=poll_retry(max_poll_interval),
-        )
-        op = Operation.model_validate(snapshot.operation)
-        checks = snapshot.checks
-        known_state, known_pct, seen_at = op.state, op.estimate_pct_complete, workflow.now()
-        if op.state == "FAILED":
-            detail = op.error_details or "no errorDetails given"
-            tracker.set("failed", f"Failed: {what} {code(operation_id)} FAILED", [
-                ("Fullstory says", escape(detail)), ("Checks", f"{checks:,}")], status="FAILED", waiting_until=None)
-            raise ApplicationError(f"operation {operation_id} FAILED: {detail}",
-                                   {"operation": snapshot.operation}, type=OPERATION_FAILED, non_retryable=True)
-        if op.state == "COMPLETED":
-            tracker.set("completed", f"{what.capitalize()} {code(operation_id)} COMPLETED", [
-                ("Progress", bar(100.0)), ("Checks", f"{checks:,}"), ("Then", then)],
-                status="COMPLETED", percent=100.0, attempts=checks, waiting_until=None)
-            return op
+class OperationInput(InputModel):
+    """Input of `OperationWorkflow`: wait for any Fullstory operation to finish."""
+
+    operation_id: str = Field(min_length=1, max_length=512, pattern=r"^\S+$",
+                              description="The operation to wait for (from a Fullstory API that started one).")
+    timeout: timedelta = Field(default=timedelta(hours=24), description="Overall deadline, ISO 8601 or seconds.")
+    max_poll_interval: timedelta = Field(
+        default=timedelta(seconds=60),
+        description="Longest wait between status checks when the server sends no Retry-After (1 s to 6 h).")
+
+    _timeout = field_validator("timeout")(lambda v: positive(v, "timeout"))
+    _poll_interval = field_validator("max_poll_interval")(sane_poll_interval)
+
+
+def operation_workflow_id(operation_id: str) -> str:
+    return f"fullstory-operation-{operation_id}"
+
+
+def workflow_id_for(args: OperationInput, unique: str) -> str:
+    return operation_workflow_id(args.operation_id)
+
+
+# --- The workflow, and the wait it shares with SegmentExportWorkflow ------------------------------
 
 
 @workflow.defn(name="OperationWorkflow")
 class OperationWorkflow(ProgressWorkflow):
+    timeout_error = errors.OPERATION_TIMEOUT
+
     @workflow.run
     async def run(self, input: dict[str, Any]) -> Operation:
         args = parse_input(OperationInput, input)
         deadline = workflow.now() + args.timeout
-        return await wait_for_operation_to_end(self._tracker, args.operation_id, deadline, args.timeout,
+        return await wait_for_operation_to_end(self, args.operation_id, deadline, args.timeout,
                                                args.max_poll_interval, then="return the final operation")
+
+
+async def wait_for_operation_to_end(
+    wf: ProgressWorkflow, operation_id: str, deadline: datetime, timeout: timedelta, max_poll_interval: timedelta,
+    *, what: str = "operation", then: str = "",
+) -> Operation:
+    """Returns the COMPLETED operation, or fails the workflow with OperationFailed (or its timeout)."""
+    say = OperationNarration(wf._tracker, operation_id, deadline, timeout, max_poll_interval, what=what, then=then)
+    snapshot: OperationSnapshot | None = None
+    while True:
+        say.waiting(snapshot)
+        snapshot = await wf.step(
+            OperationActivities.wait_for_operation,
+            WaitForOperationParams(operation_id=operation_id, known_state=say.state, known_pct=say.pct,
+                                   checks_before=say.checks, max_poll_seconds=max_poll_interval.total_seconds()),
+            deadline=deadline, retry=poll_retry(max_poll_interval), text=say.wait_step())
+        op = say.seen(snapshot)
+        if op.state == "FAILED":
+            say.failed(op)
+            raise errors.OPERATION_FAILED(f"operation {operation_id} FAILED: {op.error_details or 'no errorDetails given'}",
+                                          {"operation": snapshot.operation})
+        if op.state == "COMPLETED":
+            say.completed()
+            return op
+
+
+# --- What the UI says ----------------------------------------------------------------------------
+
+
+class OperationNarration:
+    """The wait's current details and step summary; remembers what the last check saw."""
+
+    def __init__(self, tracker: ProgressTracker, operation_id: str, deadline: datetime, timeout: timedelta,
+                 max_poll_interval: timedelta, *, what: str, then: str) -> None:
+        self.track, self.operation_id, self.what, self.then = tracker.set, operation_id, what, then
+        self.deadline, self.timeout, self.max_poll_interval = deadline, timeout, max_poll_interval
+        self.state: str | None = None
+        self.pct: float | None = None
+        self.seen_at: datetime | None = None
+        self.checks = 0
+
+    def seen(self, snapshot: OperationSnapshot) -> Operation:
+        op = Operation.model_validate(snapshot.operation)
+        self.checks, self.state, self.pct, self.seen_at = snapshot.checks, op.state, op.estimate_pct_complete, workflow.now()
+        return op
+
+    def progress_text(self) -> str:
+        if self.state is None or self.seen_at is None:
+            return "not known yet: the first status check is under way"
+        step = f"updated here when the state changes or the estimate moves {REPORT_PCT_STEP:g} points"
+        if self.pct is None:
+            return f"{self.state}, no estimate from Fullstory yet (as of {clock(self.seen_at)}; {step})"
+        return f"{bar(self.pct)} {self.state} (Fullstory's estimate as of {clock(self.seen_at)}; {step})"
+
+    def waiting(self, snapshot: OperationSnapshot | None) -> None:
+        self.track("waiting", f"Waiting for {self.what} {code(self.operation_id)} to finish", [
+            ("Progress", self.progress_text()),
+            ("Next check", next_check(self.max_poll_interval)),
+            ("Deadline", f"{at(self.deadline)} ({span(self.timeout)} after start)"),
+            ("Then", self.then),
+        ], job_id=self.operation_id, status=self.state, percent=self.pct, waiting_until=self.deadline)
+
+    def wait_step(self) -> StepText:
+        pct_text = f" {self.pct:g}%" if self.pct is not None else ""
+        return StepText(
+            (f"Last seen {self.state}{pct_text} · " if self.state else "First check · ")
+            + f"checks ≤ {span(self.max_poll_interval)} apart until it ends or moves {REPORT_PCT_STEP:g} points",
+            f"operation {self.operation_id} did not finish within {self.timeout}")
+
+    def failed(self, op: Operation) -> None:
+        self.track("failed", f"Failed: {self.what} {code(self.operation_id)} FAILED", [
+            ("Fullstory says", escape(op.error_details or "no errorDetails given")), ("Checks", f"{self.checks:,}")],
+            status="FAILED", waiting_until=None)
+
+    def completed(self) -> None:
+        self.track("completed", f"{self.what.capitalize()} {code(self.operation_id)} COMPLETED", [
+            ("Progress", bar(100.0)), ("Checks", f"{self.checks:,}"), ("Then", self.then)],
+            status="COMPLETED", percent=100.0, waiting_until=None)
+
+
+def start_texts(args: OperationInput) -> tuple[str, str, list[Row]]:
+    """(summary, headline, rows) for the UI's static texts, set by whoever starts the workflow."""
+    return (f"Wait for Fullstory operation {args.operation_id}", f"Fullstory operation {code(args.operation_id)}", [
+        ("Deadline", f"{span(args.timeout)} after start"),
+        status_checks_row(args.max_poll_interval),
+        ("Result", "the final operation; FAILED fails the workflow with `OperationFailed` and Fullstory's errorDetails"),
+        LIVE_STATUS_ROW,
+    ])

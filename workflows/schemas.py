@@ -13,29 +13,13 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from workflows.models import (
-    BatchImportInput,
-    BatchImportResult,
-    DataExportSyncInput,
-    DataExportSyncResult,
-    Operation,
-    OperationInput,
-    Progress,
-    SegmentExportInput,
-    SegmentExportResult,
-)
+from workflows.contract import Progress
+from workflows.registry import JOBS
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 
 CONTRACT: dict[str, type[BaseModel]] = {
-    "BatchImportWorkflow.input": BatchImportInput,
-    "BatchImportWorkflow.result": BatchImportResult,
-    "OperationWorkflow.input": OperationInput,
-    "OperationWorkflow.result": Operation,
-    "SegmentExportWorkflow.input": SegmentExportInput,
-    "SegmentExportWorkflow.result": SegmentExportResult,
-    "DataExportSyncWorkflow.input": DataExportSyncInput,
-    "DataExportSyncWorkflow.result": DataExportSyncResult,
+    **{f"{job.name}.{part}": model for job in JOBS for part, model in (("input", job.input), ("result", job.result))},
     "progress": Progress,
 }
 

@@ -1,45 +1,110 @@
 """SegmentExportWorkflow: create a segment export (or adopt one), wait for it, download it.
 
-1. `POST /segments/v1/exports` (Idempotency-Key from the workflow id), or adopt `operation_id`;
+The steps, as Fullstory's API has them:
+1. create: `POST /segments/v1/exports` (Idempotency-Key from the workflow id), or adopt `operation_id`;
 2. wait for the operation (shared with OperationWorkflow);
-3. download the file with the shared download activity: streamed, resumable by
-   Range, gzip-verified, sha256, atomic rename; a signed URL that expires is
-   fetched anew by the activity itself.
+3. download the file with the shared download activity: streamed, resumable by Range,
+   gzip-verified, sha256, atomic rename; a signed URL that expires is fetched anew by the
+   activity itself.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import Field, field_validator, model_validator
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.activity_types import (
-        CREATE_SEGMENT_EXPORT,
-        DOWNLOAD_TO_DESTINATION,
-        OPERATION_TIMEOUT,
-        CreateSegmentExportParams,
-        DownloadParams,
-        DownloadResult,
-    )
-    from workflows.common import ProgressWorkflow, parse_input, run_activity
-    from workflows.models import SegmentExportInput, SegmentExportResult, idempotency_key
+    from activities.download import DownloadActivities, DownloadParams, DownloadResult
+    from activities.operations import CreateSegmentExportParams, Operation, OperationActivities
+    from workflows import errors
+    from workflows.contract import (LOCATION_HELP, InputModel, ResultModel, TimeRange, idempotency_key, positive,
+                                    sane_poll_interval)
     from workflows.operation import wait_for_operation_to_end
-    from workflows.ui_text import code, location, size
+    from workflows.policies import HEARTBEAT_TIMEOUT
+    from workflows.steps import ProgressTracker, ProgressWorkflow, StepText, parse_input
+    from workflows.texts import LIVE_STATUS_ROW, Row, at, code, location, plain, shorten, size, span, status_checks_row
 
-DOWNLOAD_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
+from typing import Literal
+
+ExportType = Literal["TYPE_EVENT", "TYPE_INDIVIDUAL"]
+ExportFormat = Literal["FORMAT_JSON", "FORMAT_CSV", "FORMAT_NDJSON"]
+_TIMEZONE = r"^(UTC|[A-Za-z]+(?:[/_+\-][A-Za-z0-9_+\-]+)*)$"
+
 DOWNLOAD_ATTEMPT_TIMEOUT = timedelta(hours=6)
 DOWNLOAD_BUDGET = timedelta(hours=12)
-EXPORT_HAS_NO_RESULTS = "ExportHasNoResults"
+SUBDIR = "segment-exports"
+
+
+# --- The contract --------------------------------------------------------------------------------
+
+
+class SegmentExportInput(InputModel):
+    """Input of `SegmentExportWorkflow`: create a segment export (or adopt `operation_id`) and download it."""
+
+    segment_id: str | None = Field(default=None, min_length=1, max_length=512,
+                                   description="Create an export of this segment (needs time_range).")
+    type: ExportType = Field(default="TYPE_EVENT", description="Events, or individuals (users).")
+    format: ExportFormat = Field(default="FORMAT_NDJSON", description="File format (gzipped).")
+    time_range: TimeRange | None = Field(default=None, description='The data to export: {"start": RFC 3339, '
+                                         '"end": RFC 3339}, with UTC offsets.')
+    segment_time_range: TimeRange | None = Field(default=None, description="Evaluate segment membership over "
+                                                 "this range instead of time_range.")
+    timezone: str | None = Field(default=None, pattern=_TIMEZONE, max_length=64,
+                                 description="IANA time zone, e.g. America/New_York.")
+    fields: list[str] | None = Field(default=None, min_length=1, description="Only these fields (a JSON list).")
+    operation_id: str | None = Field(default=None, min_length=1, max_length=512, pattern=r"^\S+$",
+                                     description="Adopt an export that was already started.")
+    destination: str | None = Field(default=None, description=f"Where the file goes: {LOCATION_HELP}; "
+                                    "defaults to the worker's FULLSTORY_DATA_DIR.")
+    timeout: timedelta = Field(default=timedelta(hours=24), description="Overall deadline, ISO 8601 or seconds.")
+    max_poll_interval: timedelta = Field(
+        default=timedelta(seconds=60),
+        description="Longest wait between status checks when the server sends no Retry-After (1 s to 6 h).")
+    verify_gzip: bool = Field(default=True, description="Check gzip integrity while downloading.")
+
+    _timeout = field_validator("timeout")(lambda v: positive(v, "timeout"))
+    _poll_interval = field_validator("max_poll_interval")(sane_poll_interval)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SegmentExportInput:
+        if (self.segment_id is None) == (self.operation_id is None):
+            raise ValueError("give exactly one of segment_id (create an export) or operation_id (adopt one)")
+        if self.segment_id is not None and self.time_range is None:
+            raise ValueError("time_range {start, end} is required to create an export")
+        if self.operation_id is not None and (self.time_range or self.fields or self.segment_time_range):
+            raise ValueError("time_range, segment_time_range and fields apply only when creating an export")
+        return self
+
+
+class SegmentExportResult(ResultModel):
+    operation_id: str
+    export_id: str | None = None
+    location: str
+    bytes: int
+    sha256: str
+    content_type: str | None = None
+    filename: str
+
+
+def segment_export_workflow_id(operation_id: str) -> str:
+    return f"fullstory-segment-export-{operation_id}"
+
+
+def workflow_id_for(args: SegmentExportInput, unique: str) -> str:
+    if args.operation_id:
+        return segment_export_workflow_id(args.operation_id)
+    return f"fullstory-segment-export-new-{unique}"
 
 
 def export_request_body(args: SegmentExportInput) -> dict[str, Any]:
     """Fullstory's camelCase request from our snake_case input."""
-    def rng(r: Any) -> dict[str, str]:
+    def rng(r: TimeRange) -> dict[str, str]:
         return {"start": r.start.isoformat().replace("+00:00", "Z"), "end": r.end.isoformat().replace("+00:00", "Z")}
 
+    assert args.time_range is not None  # the input's validator requires it when creating
     body: dict[str, Any] = {"segmentId": args.segment_id, "type": args.type, "format": args.format,
                             "timeRange": rng(args.time_range)}
     if args.segment_time_range is not None:
@@ -51,68 +116,134 @@ def export_request_body(args: SegmentExportInput) -> dict[str, Any]:
     return body
 
 
+def download_source(operation_id: str, op: Operation) -> dict[str, Any]:
+    """What to download: the search export the operation made, or the operation's own download URL."""
+    export_id = op.results.get("searchExportId")
+    if export_id:
+        return {"kind": "search_export", "export_id": str(export_id)}
+    if op.results.get("downloadUrl"):
+        return {"kind": "operation", "operation_id": operation_id}
+    raise errors.EXPORT_HAS_NO_RESULTS(
+        f"operation {operation_id} COMPLETED without searchExportId or downloadUrl in its results")
+
+
+# --- The workflow --------------------------------------------------------------------------------
+
+
 @workflow.defn(name="SegmentExportWorkflow")
 class SegmentExportWorkflow(ProgressWorkflow):
+    timeout_error = errors.OPERATION_TIMEOUT
+
     @workflow.run
     async def run(self, input: dict[str, Any]) -> SegmentExportResult:
         args = parse_input(SegmentExportInput, input)
         deadline = workflow.now() + args.timeout
-        track = self._tracker.set
-
-        checked = "gzip + sha256 verified" if args.verify_gzip else "sha256 computed"
-        to = f"{location(args.destination)} under `segment-exports/`"
-        then = f"download the file (resumable, {checked}) to {to}"
+        say = SegmentExportNarration(self._tracker, args)
+        await self.check_locations(destination=args.destination)
 
         operation_id = args.operation_id
         if operation_id is None:
-            track("creating", f"Creating an export of segment {code(args.segment_id, 60)}", [
-                ("Export", f"{args.type}, {args.format}"),
-                ("Idempotency", "the key comes from the workflow id: a retried create never makes a second export"),
-                ("Then", f"wait for it, then {then}")])
-            operation_id = await run_activity(
-                self._tracker, CREATE_SEGMENT_EXPORT,
+            say.creating()
+            operation_id = await self.step(
+                OperationActivities.create_segment_export,
                 CreateSegmentExportParams(body=export_request_body(args),
                                           idempotency_key=idempotency_key(workflow.info().workflow_id)),
-                str, deadline=deadline,
-                summary=f"Create export of segment {args.segment_id} ({args.type}, {args.format})",
-                timeout_message=f"creating the export of segment {args.segment_id} did not succeed in time",
-                timeout_type=OPERATION_TIMEOUT,
-            )
+                deadline=deadline, text=say.create_step())
 
-        op = await wait_for_operation_to_end(self._tracker, operation_id, deadline, args.timeout,
-                                             args.max_poll_interval, what="export operation", then=then)
-        export_id = op.results.get("searchExportId")
-        if export_id:
-            source: dict[str, Any] = {"kind": "search_export", "export_id": str(export_id)}
-        elif op.results.get("downloadUrl"):
-            source = {"kind": "operation", "operation_id": operation_id}
-        else:
-            raise ApplicationError(
-                f"operation {operation_id} COMPLETED without searchExportId or downloadUrl in its results",
-                type=EXPORT_HAS_NO_RESULTS, non_retryable=True)
+        op = await wait_for_operation_to_end(self, operation_id, deadline, args.timeout, args.max_poll_interval,
+                                             what="export operation", then=say.then)
+        source = download_source(operation_id, op)
 
-        track("downloading", f"Downloading the export of operation {code(operation_id)}", [
+        say.downloading(operation_id, source)
+        download = await self.step(
+            DownloadActivities.download_to_destination,
+            DownloadParams.model_validate({"source": source, "destination": args.destination, "subdir": SUBDIR,
+                                           "verify_gzip": args.verify_gzip}),
+            deadline=max(deadline, workflow.now() + DOWNLOAD_BUDGET), start_to_close=DOWNLOAD_ATTEMPT_TIMEOUT,
+            heartbeat=HEARTBEAT_TIMEOUT, text=say.download_step(operation_id))
+        say.done(operation_id, download)
+        return SegmentExportResult(operation_id=operation_id, export_id=source.get("export_id"),
+                                   location=download.location, bytes=download.bytes, sha256=download.sha256,
+                                   content_type=download.content_type, filename=download.filename)
+
+
+# --- What the UI says ----------------------------------------------------------------------------
+
+
+class SegmentExportNarration:
+    def __init__(self, tracker: ProgressTracker, args: SegmentExportInput) -> None:
+        self.track, self.args = tracker.set, args
+        self.checked = "gzip + sha256 verified" if args.verify_gzip else "sha256 computed"
+        self.to = f"{location(args.destination)} under `{SUBDIR}/`"
+        self.then = f"download the file (resumable, {self.checked}) to {self.to}"
+
+    def creating(self) -> None:
+        args = self.args
+        self.track("creating", f"Creating an export of segment {code(args.segment_id, 60)}", [
+            ("Export", f"{args.type}, {args.format}"),
+            ("Idempotency", "the key comes from the workflow id: a retried create never makes a second export"),
+            ("Then", f"wait for it, then {self.then}")])
+
+    def create_step(self) -> StepText:
+        args = self.args
+        return StepText(f"Create export of segment {args.segment_id} ({args.type}, {args.format})",
+                        f"creating the export of segment {args.segment_id} did not succeed in time")
+
+    def downloading(self, operation_id: str, source: dict[str, Any]) -> None:
+        export_id = source.get("export_id")
+        self.track("downloading", f"Downloading the export of operation {code(operation_id)}", [
             ("Export", code(export_id) if export_id else "from the operation's download URL"),
             ("Progress", ("the bytes on disk so far are the *Last Heartbeat Details* on the *Pending Activities* "
                           "tab; a retried attempt resumes from them by Range")),
-            ("Checks", f"{checked} on the way; visible under its final name only when complete"),
-            ("To", to),
+            ("Checks", f"{self.checked} on the way; visible under its final name only when complete"),
+            ("To", self.to),
         ], percent=None, bytes=0)
-        download: DownloadResult = await run_activity(
-            self._tracker, DOWNLOAD_TO_DESTINATION,
-            DownloadParams.model_validate({"source": source, "destination": args.destination,
-                                           "subdir": "segment-exports", "verify_gzip": args.verify_gzip}),
-            DownloadResult, deadline=max(deadline, workflow.now() + DOWNLOAD_BUDGET),
-            summary=f"Download export of operation {operation_id} (resumable, {checked})",
-            timeout_message=f"downloading the export of operation {operation_id} did not finish in time",
-            timeout_type=OPERATION_TIMEOUT, start_to_close=DOWNLOAD_ATTEMPT_TIMEOUT,
-            heartbeat=DOWNLOAD_HEARTBEAT_TIMEOUT,
-        )
-        track("done", f"Done: the export of operation {code(operation_id)} is stored", [
+
+    def download_step(self, operation_id: str) -> StepText:
+        return StepText(f"Download export of operation {operation_id} (resumable, {self.checked})",
+                        f"downloading the export of operation {operation_id} did not finish in time")
+
+    def done(self, operation_id: str, download: DownloadResult) -> None:
+        self.track("done", f"Done: the export of operation {code(operation_id)} is stored", [
             ("Location", code(download.location, 160)),
             ("Size", size(download.bytes)),
             ("sha256", code(download.sha256)),
         ], bytes=download.bytes)
-        return SegmentExportResult(operation_id=operation_id, export_id=str(export_id) if export_id else None,
-                                   location=download.location, bytes=download.bytes, sha256=download.sha256,
-                                   content_type=download.content_type, filename=download.filename)
+
+
+def _time_range(r: TimeRange) -> str:
+    return f"{at(r.start)} → {at(r.end)}"
+
+
+def start_texts(args: SegmentExportInput) -> tuple[str, str, list[Row]]:
+    """(summary, headline, rows) for the UI's static texts, set by whoever starts the workflow."""
+    dest = location(args.destination) + f" (under `{SUBDIR}/`)"
+    rows: list[Row]
+    if args.operation_id is not None:
+        summary = f"Segment export, operation {args.operation_id}"
+        rows = [("Export", f"adopt the running export operation {code(args.operation_id)}")]
+        headline = "Segment export (adopted operation)"
+    else:
+        assert args.time_range is not None
+        summary = f"Segment export of segment {args.segment_id} ({args.format})"
+        headline = f"Segment export of segment {code(args.segment_id, 60)}"
+        fields = list(args.fields or [])
+        rows = [
+            ("Export", f"{args.type}, {args.format}"),
+            ("Time range", _time_range(args.time_range)
+             + (f" (timezone {code(args.timezone)})" if args.timezone else "")),
+            ("Segment time range", _time_range(args.segment_time_range) if args.segment_time_range else ""),
+            ("Fields", f"{len(fields)}: {code(', '.join(fields), 120)}" if fields else ""),
+        ]
+    if args.destination:
+        summary += f" to {shorten(plain(location(args.destination, 200)), 80)}"
+    rows += [
+        ("File to", dest),
+        ("Deadline", f"{span(args.timeout)} after start for the export to finish; the download then gets its own time"),
+        status_checks_row(args.max_poll_interval),
+        ("Steps", ("create the export (Idempotency-Key from the workflow id) → " if args.operation_id is None else "")
+         + "wait for the operation, percent shown → download: resumable, "
+         + ("gzip-verified, " if args.verify_gzip else "") + "sha256, atomic"),
+        LIVE_STATUS_ROW,
+    ]
+    return summary, headline, rows

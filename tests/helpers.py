@@ -1,0 +1,156 @@
+"""Test helpers: import them from here (`from helpers import ...`); conftest.py holds only fixtures.
+
+Also used by bench/ (`WorkerProcess`) with tests/ on sys.path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from activities.fullstory_client import FullstoryClient
+from infra.settings import Settings
+from worker import make_workers
+
+VENV_BIN = Path(sys.executable).parent
+API_KEY = "test-api-key-0123456789"
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --- in-process workers on the time-skipping server ----------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def running_worker(
+    client: Client, base_url: str, data_dir: Path, api_key: str = API_KEY, **settings: object
+) -> AsyncIterator[str]:
+    """In-process workers (main + bundle downloads) on their own task queue; yields the task queue name."""
+    task_queue = f"tq-{uuid.uuid4().hex[:12]}"
+    # Server-side rate limits run on wall time, which time skipping cannot skip: tests lift it and
+    # let the simulator's own 2/minute limit (on the test server's clock) answer 429 + Retry-After.
+    settings.setdefault("fullstory_export_downloads_per_minute", 60_000)
+    config = Settings(fullstory_data_dir=str(data_dir), fullstory_task_queue=task_queue, **settings)
+    fullstory = FullstoryClient(api_key, base_url, base_url, timeout=10)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            for w in make_workers(client, fullstory, config):
+                await stack.enter_async_context(w)
+            yield task_queue
+    finally:
+        await fullstory.aclose()
+
+
+class TemporalClock:
+    """A simulator clock that reads the time-skipping server's time, so a 6 h job takes 6 simulated hours.
+
+    The simulator serves requests on its own threads; they ask the test's event loop (idle while the
+    activity awaits the response) for the server's time. Calls from the loop's own thread (a test
+    adding a job) get the last time read: create it with `await TemporalClock.start(env)`.
+    """
+
+    def __init__(self, env: WorkflowEnvironment, now: float) -> None:
+        self.env = env
+        self.loop = asyncio.get_running_loop()
+        self.last = now
+
+    @classmethod
+    async def start(cls, env: WorkflowEnvironment) -> TemporalClock:
+        return cls(env, await server_time(env))
+
+    def __call__(self) -> float:
+        if threading.current_thread() is threading.main_thread():
+            return self.last
+        fut = asyncio.run_coroutine_threadsafe(self.env.get_current_time(), self.loop)
+        self.last = fut.result(timeout=10).timestamp()
+        return self.last
+
+
+async def server_time(env: WorkflowEnvironment) -> float:
+    return (await env.get_current_time()).timestamp()
+
+
+# --- small things ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def wait_until(predicate: Callable[[], object], timeout: float = 60.0, what: str = "condition") -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+# --- a real worker subprocess (`python worker.py`) for end-to-end tests, stopped by its own pid ----
+
+
+def stop_process(proc: subprocess.Popen | None, grace: float) -> None:
+    """SIGTERM a process we started (by its pid), SIGKILL it if it is still there after `grace` seconds."""
+    if proc is not None and proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+class WorkerProcess:
+    def __init__(self, log_path: Path, env: dict[str, str], cwd: Path = REPO) -> None:
+        self.log_path = log_path
+        self.env = env
+        self.cwd = cwd
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self, timeout: float = 30.0) -> WorkerProcess:
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(REPO / "worker.py")],
+                cwd=self.cwd,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        self.starts += 1
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.log_path.read_text(errors="replace").count("worker ready") >= self.starts:
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited early:\n{self.log_path.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.05)
+        raise TimeoutError(f"worker not ready in {timeout}s:\n{self.log_path.read_text(errors='replace')[-3000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL: no graceful shutdown, no last heartbeat."""
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        stop_process(self.proc, grace=30)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")

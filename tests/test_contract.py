@@ -1,0 +1,58 @@
+"""The registry, the error catalogue and the HTTP error table agree with each other and with the code."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from temporalio import activity
+
+from activities.fullstory_client import ERROR_TABLE, MALFORMED, OTHER_4XX, OTHER_5XX, TRANSPORT, rule_for
+from workflows import errors
+from workflows.registry import BY_COMMAND, JOBS, activity_classes
+from workflows.schemas import CONTRACT
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_http_table_uses_only_catalogued_types_and_retries_per_the_catalogue():
+    rules = [*ERROR_TABLE.values(), OTHER_4XX, OTHER_5XX, TRANSPORT, MALFORMED]
+    for rule in rules:
+        assert errors.CATALOGUE[rule.error.name] is rule.error
+    for status in range(400, 600):
+        error = rule_for(status).error
+        # 4xx are the caller's to fix (not retried) except 429; every 5xx is retried.
+        assert error.retryable == (status == 429 or status >= 500), status
+        assert (error.name in errors.NON_RETRYABLE) == (not error.retryable)
+
+
+def test_non_retryable_is_derived_from_the_catalogue():
+    assert errors.NON_RETRYABLE == [e.name for e in errors.CATALOGUE.values() if not e.retryable]
+    raised = errors.INVALID_INPUT("x")
+    assert raised.type == "InvalidInput" and raised.non_retryable
+    benign = errors.BATCH_JOB_NOT_FINISHED("later")
+    assert not benign.non_retryable and benign.category.name == "BENIGN"
+
+
+def test_no_error_type_is_spelled_outside_the_catalogue():
+    """Every `ApplicationError(..., type=...)` in the code takes its type from the catalogue, never a literal."""
+    offenders = []
+    for path in [*(REPO / "workflows").glob("*.py"), *(REPO / "activities").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "ApplicationError":
+                for kw in node.keywords:
+                    if kw.arg == "type" and isinstance(kw.value, ast.Constant):
+                        offenders.append(f"{path.name}:{node.lineno}")
+    assert offenders == []
+
+
+def test_every_registered_job_is_complete():
+    names = [job.name for job in JOBS]
+    assert len(set(names)) == len(names) and len(BY_COMMAND) == len(JOBS)
+    for job in JOBS:
+        assert f"{job.name}.input" in CONTRACT and f"{job.name}.result" in CONTRACT
+        for field in job.hidden_fields:
+            assert field in job.input.model_fields
+    for cls in activity_classes():
+        defined = [m for m in vars(cls).values() if callable(m) and activity._Definition.from_callable(m)]
+        assert defined, f"{cls.__name__} defines no activity"

@@ -1,0 +1,41 @@
+"""Timeouts and retry policies, each declared once.
+
+- A single HTTP call: retried with backoff (or the server's Retry-After) until the step's deadline.
+- A wait ("is it done yet?"): one check per attempt, the retry policy is the loop. The gap between
+  checks is the activity's `next_retry_delay` (Retry-After, else `poll_delay`); the policy below is
+  the same curve, the fallback when an attempt dies without saying.
+- A long activity (page walk, download): heartbeats, so a dead worker's work moves on within
+  `HEARTBEAT_TIMEOUT`; the heartbeat interval is derived from it (activities/heartbeat.py).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.common import RetryPolicy
+
+from workflows.errors import NON_RETRYABLE
+
+CALL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
+                         maximum_interval=timedelta(minutes=2), non_retryable_error_types=NON_RETRYABLE)
+# Short, so a call held by a worker that died is retried elsewhere within about 30 s.
+CALL_TIMEOUT = timedelta(seconds=30)
+
+# The status-check backoff curve: 2 s, 3 s, 4.5 s, ... up to the caller's max_poll_interval.
+POLL_FIRST_GAP = timedelta(seconds=2)
+POLL_BACKOFF = 1.5
+
+# Long activities heartbeat every HEARTBEAT_TIMEOUT / HEARTBEATS_PER_TIMEOUT.
+HEARTBEAT_TIMEOUT = timedelta(seconds=20)
+HEARTBEATS_PER_TIMEOUT = 20
+
+
+def poll_delay(check: int, cap: timedelta) -> timedelta:
+    """The gap after status check number `check` (1-based) when the server sends no Retry-After."""
+    return min(cap, POLL_FIRST_GAP * POLL_BACKOFF ** max(0, check - 1))
+
+
+def poll_retry(max_interval: timedelta) -> RetryPolicy:
+    """Retry policy of a wait: `poll_delay`'s curve, the fallback to the activity's `next_retry_delay`."""
+    return RetryPolicy(initial_interval=min(POLL_FIRST_GAP, max_interval), backoff_coefficient=POLL_BACKOFF,
+                       maximum_interval=max_interval, non_retryable_error_types=NON_RETRYABLE)

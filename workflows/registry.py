@@ -1,0 +1,103 @@
+"""The registry: every workflow this worker runs, one entry each.
+
+The worker registers each entry's workflow and activities; the CLI makes `start <command>` from
+its input model; the schema generator writes its input and result schemas; `start_texts` gives
+the UI's static summary and details. Adding a workflow: its workflow module, its activities
+module, one entry here, and its tests.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from temporalio import workflow
+
+from activities.batch import BatchActivities
+from activities.download import DownloadActivities
+from activities.locations import LocationActivities
+from activities.legacy_export import BundleStoreActivities, LegacyExportActivities
+from activities.operations import Operation, OperationActivities
+from workflows import batch_import, data_export_sync, operation, segment_export
+from workflows.texts import MAX_SUMMARY, Row, current_details, escape, shorten
+
+
+@dataclass(frozen=True)
+class Job:
+    workflow: type  # the @workflow.defn class
+    command: str  # `fullstory-jobs start <command>`
+    title: str  # how a person names it
+    input: type[BaseModel]
+    result: type[BaseModel]
+    # The workflow id for a start with this input; `unique` is a fresh suffix for jobs with no natural key.
+    workflow_id: Callable[[Any, str], str]
+    # (summary, headline, rows) of the UI's static texts for this input.
+    describe: Callable[[Any], tuple[str, str, list[Row]]]
+    activities: tuple[type, ...]  # activities classes, each built with ActivityDeps
+    hidden_fields: frozenset[str] = field(default_factory=frozenset)  # inputs the CLI does not offer
+
+    @property
+    def name(self) -> str:
+        defn = workflow._Definition.from_class(self.workflow)
+        assert defn is not None and defn.name is not None, f"{self.workflow} is not a @workflow.defn class"
+        return defn.name
+
+    def new_workflow_id(self, args: BaseModel) -> str:
+        return self.workflow_id(args, uuid.uuid4().hex[:12])
+
+
+JOBS: tuple[Job, ...] = (
+    Job(batch_import.BatchImportWorkflow, "batch-import", "Batch import",
+        batch_import.BatchImportInput, batch_import.BatchImportResult,
+        batch_import.workflow_id_for, batch_import.start_texts, (BatchActivities, LocationActivities)),
+    Job(segment_export.SegmentExportWorkflow, "segment-export", "Segment export",
+        segment_export.SegmentExportInput, segment_export.SegmentExportResult,
+        segment_export.workflow_id_for, segment_export.start_texts,
+        (OperationActivities, DownloadActivities, LocationActivities)),
+    Job(operation.OperationWorkflow, "operation", "Fullstory operation",
+        operation.OperationInput, Operation,
+        operation.workflow_id_for, operation.start_texts, (OperationActivities,)),
+    Job(data_export_sync.DataExportSyncWorkflow, "data-export-sync", "Legacy data export sync",
+        data_export_sync.DataExportSyncInput, data_export_sync.DataExportSyncResult,
+        data_export_sync.workflow_id_for, data_export_sync.start_texts,
+        (LegacyExportActivities, BundleStoreActivities, LocationActivities), hidden_fields=data_export_sync.HIDDEN_FIELDS),
+)
+
+BY_NAME: Mapping[str, Job] = {job.name: job for job in JOBS}
+BY_COMMAND: Mapping[str, Job] = {job.command: job for job in JOBS}
+WORKFLOWS: list[type] = [job.workflow for job in JOBS]
+
+
+def activity_classes() -> list[type]:
+    """Every activities class any workflow needs, once each, in registry order."""
+    return list(dict.fromkeys(cls for job in JOBS for cls in job.activities))
+
+
+def start_texts(workflow_type: str, args: BaseModel | Mapping[str, Any]) -> tuple[str, str]:
+    """(static_summary, static_details) for starting `workflow_type` with `args`:
+
+        summary, details = start_texts("BatchImportWorkflow", {"kind": "events", "job_id": "abc123="})
+        await client.start_workflow(..., static_summary=summary, static_details=details)
+
+    `args` is the input model or the plain JSON dict a caller would send. Never raises: an input the
+    workflow will reject still gets a summary (the workflow then fails with InvalidInput). Inputs may
+    carry personal data (batch `requests`, `shared`): those are shown by count only.
+    """
+    job = BY_NAME.get(workflow_type)
+    if job is None:
+        fields = sorted(args.keys()) if isinstance(args, Mapping) else []
+        return shorten(workflow_type, MAX_SUMMARY), current_details(
+            workflow_type, [("Input fields", escape(shorten(", ".join(map(str, fields)), 200)) or "none")])
+    if not isinstance(args, job.input):
+        try:
+            args = job.input.model_validate(args.model_dump() if isinstance(args, BaseModel) else args)
+        except ValidationError as e:
+            bad = ", ".join(".".join(map(str, err["loc"])) or "(input)" for err in e.errors(include_input=False))
+            return (f"{job.title} (invalid input)",
+                    current_details(f"{job.title}: invalid input; the workflow will fail with InvalidInput",
+                                    [("Fields to fix", escape(shorten(bad, 300)))]))
+    summary, headline, rows = job.describe(args)
+    return shorten(summary, MAX_SUMMARY), current_details(headline, rows)
