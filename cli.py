@@ -71,11 +71,17 @@ def add_model_flags(parser: argparse.ArgumentParser, model: type[BaseModel], hid
         if info.annotation is bool:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
         elif _is_simple(info.annotation):
-            parser.add_argument(flag, dest=name, default=None, choices=choices, metavar=None if choices else "VALUE",
-                                help=text)
+            parser.add_argument(
+                flag, dest=name, default=None, choices=choices, metavar=None if choices else "VALUE", help=text
+            )
         else:
-            parser.add_argument(flag, dest=name, default=None, metavar="JSON",
-                                help=(text + " " if text else "") + "(JSON, or @file.json)")
+            parser.add_argument(
+                flag,
+                dest=name,
+                default=None,
+                metavar="JSON",
+                help=(text + " " if text else "") + "(JSON, or @file.json)",
+            )
 
 
 def _load_json(value: str, what: str) -> Any:
@@ -132,13 +138,19 @@ def _failure_text(err: BaseException) -> str:
     return texts[-1] if texts else "unknown failure"
 
 
-async def start(client: Client, target: TemporalTarget, settings: Settings, workflow: str, model: BaseModel,
-                workflow_id: str) -> WorkflowHandle:
+async def start(
+    client: Client, target: TemporalTarget, settings: Settings, workflow: str, model: BaseModel, workflow_id: str
+) -> WorkflowHandle:
     """Start (or join, while it runs) `workflow` with the UI's static texts; print its id and UI link."""
     summary, details = start_texts(workflow, model)
     handle = await client.start_workflow(
-        workflow, model, id=workflow_id, task_queue=settings.fullstory_task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING, static_summary=summary, static_details=details,
+        workflow,
+        model,
+        id=workflow_id,
+        task_queue=settings.fullstory_task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        static_summary=summary,
+        static_details=details,
     )
     print(f"workflow id: {workflow_id}", flush=True)
     if link := ui_link(target, workflow_id, settings.temporal_ui_url):
@@ -172,8 +184,14 @@ async def cmd_demo(settings: Settings) -> int:
     async with services(settings, reuse_running_server=True) as rt, running_workers(rt, make_workers):
         started = []
         for kind, n in (("events", 25), ("users", 12)):
-            requests = [({"name": "Demo Event", "user": {"uid": f"demo-{i}"}} if kind == "events"
-                         else {"uid": f"demo-{i}", "display_name": f"Demo User {i}"}) for i in range(n)]
+            requests = [
+                (
+                    {"name": "Demo Event", "user": {"uid": f"demo-{i}"}}
+                    if kind == "events"
+                    else {"uid": f"demo-{i}", "display_name": f"Demo User {i}"}
+                )
+                for i in range(n)
+            ]
             model = BatchImportInput(kind=kind, requests=requests, collect_imports=True)
             job = BY_COMMAND["batch-import"]
             workflow_id = job.new_workflow_id(model)
@@ -190,9 +208,12 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         description = await handle.describe()
     except RPCError as e:
         raise UsageError(f"no workflow {args.workflow_id!r}: {e.message}") from None
-    out: dict[str, Any] = {"workflow_id": args.workflow_id, "type": description.workflow_type,
-                           "status": description.status.name if description.status else None,
-                           "pending_activities": pending_activities(description)}
+    out: dict[str, Any] = {
+        "workflow_id": args.workflow_id,
+        "type": description.workflow_type,
+        "status": description.status.name if description.status else None,
+        "pending_activities": pending_activities(description),
+    }
     try:
         out["progress"] = await asyncio.wait_for(handle.query("progress"), 10)
     except Exception as e:  # no worker polling, or a workflow without the query
@@ -214,16 +235,18 @@ def pending_activities(description: WorkflowExecutionDescription) -> list[dict[s
     out = []
     for pa in description.raw_description.pending_activities:
         failure = pa.last_failure.message.strip() if pa.HasField("last_failure") else ""
-        out.append({
-            "activity_id": pa.activity_id,
-            "activity_type": pa.activity_type.name,
-            "attempt": pa.attempt,
-            "state": PendingActivityState.Name(pa.state).removeprefix("PENDING_ACTIVITY_STATE_"),
-            "last_failure": failure.splitlines()[0] if failure else None,
-            "scheduled_time": _time(pa, "scheduled_time"),
-            "next_attempt_time": _time(pa, "next_attempt_schedule_time"),
-            "last_heartbeat_time": _time(pa, "last_heartbeat_time"),
-        })
+        out.append(
+            {
+                "activity_id": pa.activity_id,
+                "activity_type": pa.activity_type.name,
+                "attempt": pa.attempt,
+                "state": PendingActivityState.Name(pa.state).removeprefix("PENDING_ACTIVITY_STATE_"),
+                "last_failure": failure.splitlines()[0] if failure else None,
+                "scheduled_time": _time(pa, "scheduled_time"),
+                "next_attempt_time": _time(pa, "next_attempt_schedule_time"),
+                "last_heartbeat_time": _time(pa, "last_heartbeat_time"),
+            }
+        )
     return out
 
 
@@ -238,8 +261,11 @@ async def _print_result(client: Client, workflow_id: str, run_id: str | None, ti
         result = await asyncio.wait_for(handle.result(), timeout)
     except TimeoutError:
         description = await handle.describe()
-        print(f"fullstory-jobs: {workflow_id} is still {description.status.name if description.status else 'running'}"
-              f" after {timeout:g}s", file=sys.stderr)
+        print(
+            f"fullstory-jobs: {workflow_id} is still {description.status.name if description.status else 'running'}"
+            f" after {timeout:g}s",
+            file=sys.stderr,
+        )
         return 3
     except WorkflowFailureError as e:
         print(f"fullstory-jobs: {workflow_id} failed: {_failure_text(e)}", file=sys.stderr)
@@ -251,13 +277,23 @@ async def _print_result(client: Client, workflow_id: str, run_id: str | None, ti
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fullstory-jobs", description=__doc__.split("\n\n")[0],
-                                     epilog="Settings come from environment variables: see README.md, Settings.")
-    parser.add_argument("--log-level", type=str.upper, default=os.environ.get("LOG_LEVEL", "INFO").upper(),
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO (or LOG_LEVEL)")
+    parser = argparse.ArgumentParser(
+        prog="fullstory-jobs",
+        description=__doc__.split("\n\n")[0],
+        epilog="Settings come from environment variables: see README.md, Settings.",
+    )
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        default=os.environ.get("LOG_LEVEL", "INFO").upper(),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="default INFO (or LOG_LEVEL)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.add_parser("worker", help="run the worker (embedded Temporal dev server if no TEMPORAL_ADDRESS, "
-                                       "simulator if no FULLSTORY_API_KEY)")
+    commands.add_parser(
+        "worker",
+        help="run the worker (embedded Temporal dev server if no TEMPORAL_ADDRESS, simulator if no FULLSTORY_API_KEY)",
+    )
     commands.add_parser("demo", help="start one events and one users import and print their results")
     start = commands.add_parser("start", help="start a workflow; prints its id and UI link")
     kinds = start.add_subparsers(dest="start_what", metavar="WORKFLOW", required=True)
@@ -267,8 +303,11 @@ def make_parser() -> argparse.ArgumentParser:
         sub.add_argument("--id", help="workflow id (default: derived from the job, so a second start joins the first)")
         sub.add_argument("--wait", action="store_true", help="wait for the result and print it")
         add_model_flags(sub, job.input, job.hidden_fields)
-    status = commands.add_parser("status", help="a workflow's status, progress (the `progress` query) and pending "
-                                                "activities (attempt, last failure, next attempt), as JSON")
+    status = commands.add_parser(
+        "status",
+        help="a workflow's status, progress (the `progress` query) and pending "
+        "activities (attempt, last failure, next attempt), as JSON",
+    )
     status.add_argument("workflow_id")
     result = commands.add_parser("result", help="wait for a workflow's result and print it as JSON")
     result.add_argument("workflow_id")

@@ -19,10 +19,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from temporalio import activity
 from temporalio.client import Client
 from temporalio.worker import Worker
-
-from temporalio import activity
 
 from activities.deps import ActivityDeps
 from activities.fullstory_client import FullstoryClient
@@ -40,8 +39,11 @@ def build_activities(fullstory: FullstoryClient, settings: Settings) -> dict[str
     queues: dict[str, list[Callable[..., Any]]] = {}
     for cls in activity_classes():
         instance = cls(deps)
-        methods = [getattr(instance, name) for name, member in vars(cls).items()
-                   if callable(member) and activity._Definition.from_callable(member) is not None]
+        methods = [
+            getattr(instance, name)
+            for name, member in vars(cls).items()
+            if callable(member) and activity._Definition.from_callable(member) is not None
+        ]
         queues.setdefault(getattr(cls, "task_queue_suffix", ""), []).extend(methods)
     return queues
 
@@ -52,17 +54,30 @@ def make_workers(client: Client, fullstory: FullstoryClient, settings: Settings)
     task_queue = settings.fullstory_task_queue
     # Heartbeats (page cursors, bytes downloaded) reach the server at least every second, so a worker
     # killed mid-walk or mid-download loses about a second of work, not the default 16 s.
-    common: dict[str, Any] = dict(graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
-                                  max_heartbeat_throttle_interval=timedelta(seconds=1),
-                                  default_heartbeat_throttle_interval=timedelta(seconds=1))
+    common: dict[str, Any] = dict(
+        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        max_heartbeat_throttle_interval=timedelta(seconds=1),
+        default_heartbeat_throttle_interval=timedelta(seconds=1),
+    )
     downloads = queues.pop(BundleStoreActivities.task_queue_suffix)
     assert set(queues) == {""}, f"activities on a task queue no worker polls: {sorted(queues)}"
     return [
-        Worker(client, task_queue=task_queue, workflows=WORKFLOWS, activities=queues[""],
-               max_concurrent_activities=settings.fullstory_max_concurrent_activities, **common),
-        Worker(client, task_queue=BundleStoreActivities.task_queue(task_queue), activities=downloads,
-               max_task_queue_activities_per_second=settings.fullstory_export_downloads_per_minute / 60.0,
-               max_concurrent_activities=4, **common),
+        Worker(
+            client,
+            task_queue=task_queue,
+            workflows=WORKFLOWS,
+            activities=queues[""],
+            max_concurrent_activities=settings.fullstory_max_concurrent_activities,
+            **common,
+        ),
+        Worker(
+            client,
+            task_queue=BundleStoreActivities.task_queue(task_queue),
+            activities=downloads,
+            max_task_queue_activities_per_second=settings.fullstory_export_downloads_per_minute / 60.0,
+            max_concurrent_activities=4,
+            **common,
+        ),
     ]
 
 
@@ -72,11 +87,19 @@ def main(argv: list[str]) -> int:
     Any other command is the CLI's (`python worker.py demo` is `fullstory-jobs demo`): handed to cli.py
     by exec, so this module and cli.py never import each other.
     """
-    parser = argparse.ArgumentParser(prog="worker.py", description="Run the fullstory-jobs worker: embedded "
-                                     "Temporal dev server if no TEMPORAL_ADDRESS, simulator if no FULLSTORY_API_KEY.",
-                                     epilog="Other commands (demo, start, status, result): see `fullstory-jobs --help`.")
-    parser.add_argument("--log-level", type=str.upper, default=os.environ.get("LOG_LEVEL", "INFO").upper(),
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO (or LOG_LEVEL)")
+    parser = argparse.ArgumentParser(
+        prog="worker.py",
+        description="Run the fullstory-jobs worker: embedded "
+        "Temporal dev server if no TEMPORAL_ADDRESS, simulator if no FULLSTORY_API_KEY.",
+        epilog="Other commands (demo, start, status, result): see `fullstory-jobs --help`.",
+    )
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        default=os.environ.get("LOG_LEVEL", "INFO").upper(),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="default INFO (or LOG_LEVEL)",
+    )
     parser.add_argument("command", nargs="?", default="worker", choices=["worker"], help="worker (the default)")
     i = 0  # the command is the first argument that is not --log-level or its value
     while i < len(argv) and argv[i].startswith("--log-level"):

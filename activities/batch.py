@@ -4,8 +4,10 @@
 - `wait_for_batch_job`: one status check per attempt; "still processing" is a
   benign retryable error whose `next_retry_delay` is the server's Retry-After
   or the poll backoff, so the wait is a durable server-side timer.
-- `collect_batch_records`: walk `/errors` or `/imports` pages into NDJSON,
-  heartbeating `(page_token, records, bytes)`; resumes after a crash.
+- `collect_batch_records`: walk `/errors` or `/imports` pages into NDJSON;
+  after each whole page, a line in the part's journal (journal.py) records
+  `(page_token, records, bytes)`: a new attempt resumes after the last page
+  on disk, not after the last heartbeat (which only shows progress).
 
 Fullstory's payloads (`BatchJob`, `BatchJobDetails`, `RecordsPage`) are tolerant:
 unknown fields are ignored, optional ones may be absent.
@@ -13,6 +15,7 @@ unknown fields are ignored, optional ones may be absent.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from datetime import datetime, timedelta
@@ -26,6 +29,7 @@ from temporalio import activity
 from activities.deps import ActivityDeps
 from activities.fullstory_client import malformed_error, next_check_text
 from activities.heartbeat import Heartbeater, resume_details
+from activities.journal import Journal
 from activities.locations import Locations
 from activities.storage import PartFile, publish, safe_name
 from workflows import errors
@@ -110,7 +114,10 @@ class CollectedRecords(BaseModel):
 
 
 class CollectCursor(BaseModel):
-    """Heartbeat of `collect_batch_records`: the next page to fetch and what is safely on disk."""
+    """State of `collect_batch_records` after a whole page: the next page to fetch and what is on disk.
+
+    Journaled beside the part after each page (the truth a new attempt resumes from) and heartbeated.
+    """
 
     page_token: str | None = None
     records: int = 0
@@ -210,15 +217,30 @@ class BatchActivities:
         dest = self.locations.destination(params.destination)
         final = batch_records_path(dest.local, params.kind, params.job_id, params.which)
         part = PartFile(final)
+        journal = Journal(part.part)
         if final.exists() and not part.part.exists():
             # A previous attempt finished and renamed, but its completion was lost: report what is there.
+            journal.remove()
             with final.open("rb") as fh:
                 records, codes = _count_lines(fh)
             size = final.stat().st_size
             return CollectedRecords(location=await publish(dest, final), records=records, bytes=size,
                                     codes=dict(codes))
 
-        cursor = resume_details(CollectCursor) or CollectCursor()
+        await asyncio.to_thread(journal.lock)  # an earlier attempt may live on: it stops at its next heartbeat
+        try:
+            return await self._collect(params, dest, final, part, journal)
+        finally:
+            journal.unlock()
+
+    async def _collect(self, params: CollectBatchRecordsParams, dest: Any, final: Path, part: PartFile,
+                       journal: Journal) -> CollectedRecords:
+        found = journal.trusted()
+        if found is not None:  # the last whole page on disk (in this boot; else the last fsynced one)
+            fields = CollectCursor.model_fields
+            cursor = CollectCursor.model_validate({k: v for k, v in found[0].items() if k in fields})
+        else:  # no journal: a fresh walk, or a part left by an older version (its heartbeat says how far)
+            cursor = resume_details(CollectCursor) or CollectCursor()
         kept = part.open(cursor.bytes)
         codes: Counter[str] = Counter()
         if kept and kept == cursor.bytes:
@@ -233,6 +255,7 @@ class BatchActivities:
                 )
         else:
             cursor = CollectCursor()
+        journal.restart(cursor.model_dump())
 
         path = f"{_job_path(params.kind, params.job_id)}/{params.which}"
         reported: int | None = None
@@ -265,10 +288,16 @@ class BatchActivities:
                         pages=cursor.pages + 1,
                         done=next_token is None,
                     )
+                    # The page is in the part (in the OS): now it counts. fsynced every SYNC_SECONDS, off the loop.
+                    if journal.sync_due():
+                        await asyncio.to_thread(journal.append, cursor.model_dump(), sync=True)
+                    else:
+                        journal.append(cursor.model_dump())
                     heartbeater.update(cursor)
                     self.client.metrics.records_collected.add(len(page.results), {"kind": params.kind,
                                                                                   "which": params.which})
             part.commit()
+            journal.remove()
         finally:
             part.close()
         if reported is not None and reported != cursor.records:

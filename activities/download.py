@@ -51,6 +51,7 @@ from workflows import errors
 from workflows.contract import redact_url
 
 CHUNK = 1 << 20
+HOLD_SECONDS = 0.25  # received bytes wait at most this long for a full chunk before they are written
 MAX_URL_REFRESHES = 5  # fresh URLs in a row without a byte of progress
 MAX_TRANSIENT_RETRIES = 5  # resets/timeouts in a row without a byte of progress
 EXPIRY_MARGIN_SECONDS = 5.0
@@ -209,6 +210,8 @@ class _Sink:
     def __init__(self, part: Path, keep: int, verify_gzip: bool) -> None:
         self.part = part
         self.verify_gzip = verify_gzip
+        self.journal = Journal(part)
+        self.journal.lock()  # before anything is read or written (an earlier attempt may live on)
         keep = min(keep, part.stat().st_size) if keep and part.exists() else 0  # never pad a short part
         self.sha = hashlib.sha256()
         self.checker = start_checker() if verify_gzip else None
@@ -224,7 +227,6 @@ class _Sink:
             self.size += len(chunk)
         self.reread_seconds = time.monotonic() - started
         self.fh.seek(self.size)
-        self.journal = Journal(part)
         self.journal.restart({"bytes": self.size})
         self.synced = self.size
 
@@ -256,12 +258,14 @@ class _Sink:
     def finish(self) -> None:
         os.fsync(self.fh.fileno())
         self.fh.close()
+        self.journal.unlock()
         if self.checker is not None:
             self.checker.finish()
 
     def close(self) -> None:
         if not self.fh.closed:
             self.fh.close()
+        self.journal.unlock()
         if self.checker is not None:
             self.checker.abandon()
 
@@ -429,10 +433,14 @@ class DownloadActivities:
 
 
 async def _pump(response: httpx.Response, sink: _Sink, writer: ThreadPoolExecutor, beat: _Throttled) -> None:
-    """Body to sink in ~1 MiB chunks: the next one arrives while the writer thread stores the last (one in flight)."""
+    """Body to sink in ~1 MiB chunks: the next one arrives while the writer thread stores the last (one in flight).
+
+    A slow body is handed over every HOLD_SECONDS too, so a kill loses little of what was received.
+    """
     pending: Future | None = None
     pieces: list[bytes] = []
     size = 0
+    since = 0.0
 
     async def submit() -> None:
         nonlocal pending, pieces, size
@@ -444,9 +452,11 @@ async def _pump(response: httpx.Response, sink: _Sink, writer: ThreadPoolExecuto
 
     try:
         async for piece in response.aiter_raw():  # raw: the gzip bytes as served, never decoded
+            if not pieces:
+                since = time.monotonic()
             pieces.append(piece)
             size += len(piece)
-            if size >= CHUNK:
+            if size >= CHUNK or time.monotonic() - since >= HOLD_SECONDS:
                 await submit()
         if pieces:
             await submit()

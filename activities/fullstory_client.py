@@ -13,7 +13,7 @@ import json
 import math
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -34,8 +34,9 @@ class ErrorRule:
 
 # The one table that maps HTTP statuses to retry decisions.
 ERROR_TABLE: dict[int, ErrorRule] = {
-    400: ErrorRule(errors.FULLSTORY_BAD_REQUEST,
-                   "Fullstory rejected the request as invalid: fix the input and start again"),
+    400: ErrorRule(
+        errors.FULLSTORY_BAD_REQUEST, "Fullstory rejected the request as invalid: fix the input and start again"
+    ),
     401: ErrorRule(
         errors.FULLSTORY_UNAUTHORIZED,
         "the API key was not accepted: check FULLSTORY_API_KEY (the key as issued, no 'Basic ') "
@@ -50,8 +51,9 @@ ERROR_TABLE: dict[int, ErrorRule] = {
         errors.FULLSTORY_NOT_FOUND,
         "check the id, and that FULLSTORY_BASE_URL is the data centre (US/EU) of the org that owns it",
     ),
-    422: ErrorRule(errors.FULLSTORY_UNPROCESSABLE,
-                   "Fullstory could not process the request: fix the input and start again"),
+    422: ErrorRule(
+        errors.FULLSTORY_UNPROCESSABLE, "Fullstory could not process the request: fix the input and start again"
+    ),
     429: ErrorRule(errors.FULLSTORY_RATE_LIMITED, "rate limited: retrying after the server's Retry-After"),
     500: ErrorRule(errors.FULLSTORY_SERVER_ERROR, "Fullstory had an internal error: retrying with backoff"),
     502: ErrorRule(errors.FULLSTORY_UNAVAILABLE, "bad gateway: retrying"),
@@ -61,8 +63,9 @@ ERROR_TABLE: dict[int, ErrorRule] = {
 OTHER_5XX = ErrorRule(errors.FULLSTORY_SERVER_ERROR, "unexpected server error: retrying with backoff")
 OTHER_4XX = ErrorRule(errors.FULLSTORY_CLIENT_ERROR, "unexpected client error: not retried")
 TRANSPORT = ErrorRule(errors.FULLSTORY_UNAVAILABLE, "network error (connection reset, timeout): retrying")
-MALFORMED = ErrorRule(errors.FULLSTORY_MALFORMED_RESPONSE,
-                      "Fullstory sent a body that is not the expected JSON: retrying")
+MALFORMED = ErrorRule(
+    errors.FULLSTORY_MALFORMED_RESPONSE, "Fullstory sent a body that is not the expected JSON: retrying"
+)
 
 
 @dataclass(frozen=True)
@@ -107,8 +110,9 @@ def retry_after_of(response: httpx.Response) -> timedelta | None:
     return parse_retry_after(response.headers.get("retry-after"))
 
 
-def error_from_response(response: httpx.Response, what: str, *, hint: str | None = None,
-                        retry_after: timedelta | None = None) -> ApplicationError:
+def error_from_response(
+    response: httpx.Response, what: str, *, hint: str | None = None, retry_after: timedelta | None = None
+) -> ApplicationError:
     """Map a non-2xx response to an ApplicationError by the table; carries Fullstory's message and code.
 
     `retry_after`: the response's Retry-After, as `FullstoryClient.call` already parsed it.
@@ -125,8 +129,13 @@ def error_from_response(response: httpx.Response, what: str, *, hint: str | None
     text += f" ({hint or rule.hint})"
     return rule.error(
         text,
-        {"status": status, "code": code, "message": message, "hint": hint or rule.hint,
-         "retry_after_seconds": delay.total_seconds() if delay else None},
+        {
+            "status": status,
+            "code": code,
+            "message": message,
+            "hint": hint or rule.hint,
+            "retry_after_seconds": delay.total_seconds() if delay else None,
+        },
         next_retry_delay=delay,
     )
 
@@ -140,13 +149,14 @@ def error_from_transport(exc: httpx.TransportError, what: str) -> ApplicationErr
 
 
 def next_check_text(delay: timedelta) -> str:
-    """"next check in 7 s (at 15:40:24 UTC)", from the wall clock: activities' benign wait messages."""
-    return texts.next_check_text(delay, datetime.now(timezone.utc))
+    """ "next check in 7 s (at 15:40:24 UTC)", from the wall clock: activities' benign wait messages."""
+    return texts.next_check_text(delay, datetime.now(UTC))
 
 
 def not_ready_error(what: str, delay: timedelta = NOT_READY_DELAY) -> ApplicationError:
     return errors.RESULTS_NOT_READY(
-        f"{what}: not ready yet (HTTP 202); {next_check_text(delay)}", {"status": 202}, next_retry_delay=delay)
+        f"{what}: not ready yet (HTTP 202); {next_check_text(delay)}", {"status": 202}, next_retry_delay=delay
+    )
 
 
 def _fullstory_error_body(response: httpx.Response) -> tuple[str | None, str | None]:
@@ -199,7 +209,6 @@ class FullstoryClient:
     def url(self, path: str, *, api: str = "api") -> str:
         base = self.export_base_url if api == "export" else self.base_url
         return f"{base}{path}"
-
 
     async def call(
         self,

@@ -27,11 +27,11 @@ try:
     LIBRARY = "isal"
 except ImportError:  # pragma: no cover - depends on what is installed
     try:
-        from zlib_ng import zlib_ng as _zlib
+        from zlib_ng import zlib_ng as _zlib  # type: ignore[no-redef]
 
         LIBRARY = "zlib-ng"
     except ImportError:
-        import zlib as _zlib
+        import zlib as _zlib  # type: ignore[no-redef]
 
         LIBRARY = "zlib"
 
@@ -63,7 +63,7 @@ class GzipChecker:
                 self._d.decompress(data, MAX_OUT)
                 while self._d.unconsumed_tail and not self._d.eof:
                     self._d.decompress(self._d.unconsumed_tail, MAX_OUT)
-            except _zlib.error as e:
+            except _zlib.error as e:  # type: ignore[misc]  # isal's error class is not typed as an exception
                 raise GzipCorrupt(f"gzip data is corrupt at about byte {self.compressed}: {e}") from None
             if self._d.eof and self._d.unused_data:
                 data = self._d.unused_data  # the next member starts here
@@ -74,7 +74,9 @@ class GzipChecker:
 
     def finish(self) -> None:
         if not self._d.eof:
-            raise GzipCorrupt(f"gzip stream is truncated after {self.compressed} bytes (member {self.members} has no end)")
+            raise GzipCorrupt(
+                f"gzip stream is truncated after {self.compressed} bytes (member {self.members} has no end)"
+            )
 
 
 class ProcessGzipChecker:
@@ -85,11 +87,17 @@ class ProcessGzipChecker:
     def __init__(self) -> None:
         # The child reads stdin until EOF, so it also ends by itself if this worker dies.
         # -P: this file's directory (activities/) is not put on the child's sys.path, so nothing there shadows stdlib.
-        self._proc = subprocess.Popen([sys.executable, "-P", __file__], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-P", __file__],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            bufsize=0,
+        )
         try:
             import fcntl
 
+            assert self._proc.stdin is not None  # stdin=PIPE
             fcntl.fcntl(self._proc.stdin.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
         except (ImportError, OSError):
             pass  # not Linux, or a lower pipe-max-size: the default pipe works too
@@ -98,9 +106,10 @@ class ProcessGzipChecker:
 
     def feed(self, chunk: bytes) -> None:
         view = memoryview(chunk)
+        assert self._proc.stdin is not None  # stdin=PIPE
         try:
             while view:
-                view = view[self._proc.stdin.write(view):]
+                view = view[self._proc.stdin.write(view) :]
         except BrokenPipeError:
             self.finish()  # the child stopped early: it found corrupt data (raises), or it died
             raise RuntimeError("the gzip check process stopped reading") from None
@@ -113,8 +122,10 @@ class ProcessGzipChecker:
         if verdict == "corrupt":
             raise GzipCorrupt(detail)
         if verdict != "ok" or self._proc.returncode != 0:
-            raise RuntimeError(f"the gzip check process failed (exit {self._proc.returncode}): "
-                               f"{err.decode(errors='replace').strip()[-500:]}")
+            raise RuntimeError(
+                f"the gzip check process failed (exit {self._proc.returncode}): "
+                f"{err.decode(errors='replace').strip()[-500:]}"
+            )
         self.members = int(detail.split()[0])
 
     def abandon(self) -> None:
@@ -179,7 +190,7 @@ def _child() -> int:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the worker; we end at EOF on stdin
     checker = GzipChecker()
-    stdin = sys.stdin.buffer.raw
+    stdin = sys.stdin.buffer.raw  # type: ignore[union-attr]  # unbuffered reads of what the worker wrote
     try:
         while chunk := stdin.read(PIPE_SIZE):
             checker.feed(chunk)

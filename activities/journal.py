@@ -16,10 +16,15 @@ Which bytes a new attempt may trust:
 A torn last line (killed mid-append) is not JSON and is skipped. A new attempt
 starts its journal afresh with one synced line (`restart`), so lines of an
 older attempt or boot never mix with its own.
+
+`lock()` holds the part (flock) for the attempt: an earlier attempt whose
+heartbeat timed out while its worker lives on (stalled, not dead) stops at its
+next heartbeat; until it has, the new one waits rather than write beside it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
@@ -29,6 +34,7 @@ from typing import Any
 
 SYNC_BYTES = 16 << 20  # fsync a download's part at least this often...
 SYNC_SECONDS = 2.0  # ...and any part with unsynced bytes this long after the last fsync
+LOCK_WAIT_SECONDS = 10.0  # an earlier attempt still writing stops at its next heartbeat (~1 s)
 
 
 def _boot_id() -> str:
@@ -55,6 +61,29 @@ class Journal:
         self.part = part
         self.path = part.with_name(part.name + ".journal")
         self.last_sync = time.monotonic()
+        self._lock_fd: int | None = None
+
+    def lock(self) -> None:
+        """Hold the part (creating it if missing) for this attempt; blocks up to LOCK_WAIT_SECONDS."""
+        self.part.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.part, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._lock_fd = fd
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    raise RuntimeError(f"{self.part.name} is still being written by an earlier attempt "
+                                       f"on this machine; will retry") from None
+                time.sleep(0.1)
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def exists(self) -> bool:
         return self.path.exists()

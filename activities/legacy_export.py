@@ -11,9 +11,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
-
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from temporalio import activity
@@ -102,14 +100,14 @@ class LegacyExportActivities:
     @activity.defn(name="list_export_bundles")
     async def list_export_bundles(self, start: int) -> list[ExportBundle]:
         what = f"list export bundles after {start}"
-        response = await self.client.call("GET", "/api/v1/export/list", api="export", what=what,
-                                          params={"start": start})
+        response = await self.client.call(
+            "GET", "/api/v1/export/list", api="export", what=what, params={"start": start}
+        )
         body = response.body if isinstance(response.body, dict) else {}
         try:
             return [ExportBundle.model_validate(b) for b in body.get("exports") or []]
         except ValidationError:
             raise malformed_error(what, "an entry lacks Start, Stop or ID") from None
-
 
 
 class BundleStoreActivities:
@@ -132,15 +130,22 @@ class BundleStoreActivities:
         dest = self.locations.destination(params.destination)
         if dest.remote is not None:
             raise errors.UNSUPPORTED_DESTINATION(
-                f"destination {dest.remote!r}: the legacy sync stores bundles to local destinations only")
+                f"destination {dest.remote!r}: the legacy sync stores bundles to local destinations only"
+            )
         manifest = Manifest(dest.local)
         stored = manifest.intact(bundle.id)
         if stored is not None:
             activity.logger.info("bundle %s already stored intact at %s; skipping", bundle.id, stored.location)
             return stored
-        result = await self.downloads.download_into(dest, DownloadParams.model_validate({
-            "source": {"kind": "legacy_bundle", "bundle_id": bundle.id},
-            "filename": bundle.filename(), "verify_gzip": True,
-        }))
+        result = await self.downloads.download_into(
+            dest,
+            DownloadParams.model_validate(
+                {
+                    "source": {"kind": "legacy_bundle", "bundle_id": bundle.id},
+                    "filename": bundle.filename(),
+                    "verify_gzip": True,
+                }
+            ),
+        )
         manifest.record(bundle.id, Path(result.location), result.bytes, result.sha256)
         return StoredBundle(location=result.location, bytes=result.bytes, sha256=result.sha256)

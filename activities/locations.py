@@ -93,8 +93,10 @@ class Locations:
             if ".." not in parts.path.split("/") and any(_under(location, p) for p in self.prefixes):
                 return location.rstrip("/")
             shown = location
-        raise errors.INVALID_INPUT(f"{field} {shown!r} is outside {SETTING} ({self.describe()}): "
-                                   f"choose a location inside them, or ask the operator to add it to {SETTING}")
+        raise errors.INVALID_INPUT(
+            f"{field} {shown!r} is outside {SETTING} ({self.describe()}): "
+            f"choose a location inside them, or ask the operator to add it to {SETTING}"
+        )
 
     def check(self, location: str | None, field: str) -> None:
         """The allow-list and the scheme, no I/O: the check a workflow makes before its first call to Fullstory."""

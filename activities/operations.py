@@ -35,7 +35,9 @@ class Operation(ResultModel):
     error_details: str | None = Field(default=None, validation_alias=AliasChoices("errorDetails", "error_details"))
     created_at: datetime | None = Field(default=None, validation_alias=AliasChoices("createdAt", "created_at"))
     finished_at: datetime | None = Field(default=None, validation_alias=AliasChoices("finishedAt", "finished_at"))
-    estimate_pct_complete: float | None = Field(default=None, validation_alias=AliasChoices("estimatePctComplete", "estimate_pct_complete"))
+    estimate_pct_complete: float | None = Field(
+        default=None, validation_alias=AliasChoices("estimatePctComplete", "estimate_pct_complete")
+    )
     results: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("results", mode="before")
@@ -72,8 +74,13 @@ class OperationActivities:
     @activity.defn(name="create_segment_export")
     async def create_segment_export(self, params: CreateSegmentExportParams) -> str:
         what = f"create segment export of segment {params.body.get('segmentId')}"
-        response = await self.client.call("POST", "/segments/v1/exports", what=what, json_body=params.body,
-                                          headers={"Idempotency-Key": params.idempotency_key})
+        response = await self.client.call(
+            "POST",
+            "/segments/v1/exports",
+            what=what,
+            json_body=params.body,
+            headers={"Idempotency-Key": params.idempotency_key},
+        )
         operation_id = (response.body or {}).get("operationId") if isinstance(response.body, dict) else None
         if not operation_id:
             raise malformed_error(what, "the response has no operationId")

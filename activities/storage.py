@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from activities.locations import Destination
 from workflows import errors
@@ -55,7 +56,7 @@ class PartFile:
     def __init__(self, final: Path) -> None:
         self.final = final
         self.part = final.with_name(final.name + ".part")
-        self._fh = None
+        self._fh: BinaryIO | None = None
 
     def open(self, resume_at: int = 0) -> int:
         """Open for appending at `resume_at`; returns the offset actually kept (0 when the part is short)."""

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 from common import API_KEY, PeakRss, Simulator, dev_server, mib, run, worker_process
-
 from workflows.batch_import import BatchImportResult, batch_workflow_id
 
 
@@ -33,13 +32,24 @@ async def main() -> None:
         with Simulator(api_key=API_KEY) as sim, tempfile.TemporaryDirectory() as tmp:
             with worker_process(env, sim, Path(tmp)) as w, PeakRss(w.proc.pid) as rss:
                 t0 = time.time()
-                jobs = {sim.add_batch_job(kind="events", duration=rng.uniform(args.min_duration, args.max_duration),
-                                          imports=10, errors=1): None for _ in range(args.jobs)}
-                handles = await asyncio.gather(*[
-                    env.client.start_workflow(
-                        "BatchImportWorkflow", {"kind": "events", "job_id": j, "max_poll_interval": args.poll},
-                        id=batch_workflow_id("events", j), task_queue=w.task_queue, result_type=BatchImportResult)
-                    for j in jobs])
+                jobs = {
+                    sim.add_batch_job(
+                        kind="events", duration=rng.uniform(args.min_duration, args.max_duration), imports=10, errors=1
+                    ): None
+                    for _ in range(args.jobs)
+                }
+                handles = await asyncio.gather(
+                    *[
+                        env.client.start_workflow(
+                            "BatchImportWorkflow",
+                            {"kind": "events", "job_id": j, "max_poll_interval": args.poll},
+                            id=batch_workflow_id("events", j),
+                            task_queue=w.task_queue,
+                            result_type=BatchImportResult,
+                        )
+                        for j in jobs
+                    ]
+                )
                 started = time.time() - t0
                 latencies = []
                 for h, j in zip(handles, jobs, strict=True):
@@ -50,13 +60,19 @@ async def main() -> None:
                 wall = time.time() - t0
     status_calls = sim.count(route="/v2/{kind}/batch/{job_id}")
     q = statistics.quantiles(latencies, n=20)
-    print(f"jobs                   {args.jobs} (durations {args.min_duration:g}-{args.max_duration:g} s, "
-          f"max_poll_interval {args.poll:g} s); all started in {started:.1f} s; wall {wall:.0f} s")
-    print(f"worker peak RSS        {mib(rss.peak)}; worker CPU {rss.cpu_seconds:.1f} s "
-          f"({rss.cpu_seconds / wall * 100:.1f}% of one core)")
+    print(
+        f"jobs                   {args.jobs} (durations {args.min_duration:g}-{args.max_duration:g} s, "
+        f"max_poll_interval {args.poll:g} s); all started in {started:.1f} s; wall {wall:.0f} s"
+    )
+    print(
+        f"worker peak RSS        {mib(rss.peak)}; worker CPU {rss.cpu_seconds:.1f} s "
+        f"({rss.cpu_seconds / wall * 100:.1f}% of one core)"
+    )
     print(f"status calls per job   {status_calls / args.jobs:.1f}")
-    print(f"detection latency      median {statistics.median(latencies):.1f} s, p95 {q[18]:.1f} s, "
-          f"max {max(latencies):.1f} s")
+    print(
+        f"detection latency      median {statistics.median(latencies):.1f} s, p95 {q[18]:.1f} s, "
+        f"max {max(latencies):.1f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -21,16 +21,18 @@ import uuid
 from pathlib import Path
 
 import httpx
-from common import API_KEY, PeakRss, Simulator, dev_server, mib, run, worker_process
 
+from common import API_KEY, PeakRss, Simulator, dev_server, mib, run, worker_process
 from workflows.segment_export import SegmentExportResult
 
 
 def activity_seconds(history, name: str) -> float:
     scheduled = completed = None
     for e in history.events:
-        if e.HasField("activity_task_scheduled_event_attributes") and \
-                e.activity_task_scheduled_event_attributes.activity_type.name == name:
+        if (
+            e.HasField("activity_task_scheduled_event_attributes")
+            and e.activity_task_scheduled_event_attributes.activity_type.name == name
+        ):
             scheduled = e.event_time.ToDatetime()
         if e.HasField("activity_task_completed_event_attributes") and scheduled is not None:
             completed = e.event_time.ToDatetime()
@@ -38,8 +40,9 @@ def activity_seconds(history, name: str) -> float:
 
 
 def curl_seconds(sim: Simulator, export_id: str, out: Path) -> float:
-    location = httpx.get(f"{sim.base_url}/search/v1/exports/{export_id}/results",
-                         headers={"Authorization": f"Basic {API_KEY}"}).json()["location"]
+    location = httpx.get(
+        f"{sim.base_url}/search/v1/exports/{export_id}/results", headers={"Authorization": f"Basic {API_KEY}"}
+    ).json()["location"]
     t0 = time.perf_counter()
     subprocess.run(["curl", "-sS", "-o", str(out), location], check=True)
     return time.perf_counter() - t0
@@ -74,23 +77,29 @@ async def main() -> None:
                         curl_s = curl_seconds(sim, sim.export_id(op_id), data / "curl.out")
                         with PeakRss(w.proc.pid) as rss:
                             handle = await env.client.start_workflow(
-                                "SegmentExportWorkflow", {"operation_id": op_id, "verify_gzip": verify,
-                                                          "destination": str(data / "out")},
-                                id=f"bench-{uuid.uuid4().hex[:8]}", task_queue=w.task_queue,
-                                result_type=SegmentExportResult)
+                                "SegmentExportWorkflow",
+                                {"operation_id": op_id, "verify_gzip": verify, "destination": str(data / "out")},
+                                id=f"bench-{uuid.uuid4().hex[:8]}",
+                                task_queue=w.task_queue,
+                                result_type=SegmentExportResult,
+                            )
                             result = await handle.result()
                         ours = activity_seconds(await handle.fetch_history(), "download_to_destination")
                         check_s, lib = checker_alone_seconds(Path(result.location)) if verify else (None, None)
                         rows.append((size_mib, verify, curl_s, ours, check_s, lib, rss.peak))
                         Path(result.location).unlink()
                         (data / "curl.out").unlink()
-    print(f"{'size':>8} {'gzip check':>10} {'curl s':>8} {'ours s':>8} {'ours/curl':>9} {'checker alone s':>16} "
-          f"{'ours/max(curl,checker)':>22} {'worker peak RSS':>16}")
+    print(
+        f"{'size':>8} {'gzip check':>10} {'curl s':>8} {'ours s':>8} {'ours/curl':>9} {'checker alone s':>16} "
+        f"{'ours/max(curl,checker)':>22} {'worker peak RSS':>16}"
+    )
     for size_mib, verify, curl_s, ours, check_s, lib, peak in rows:
         slower = max(curl_s, check_s) if check_s else curl_s
-        print(f"{size_mib:>5} MiB {('on (' + lib + ')') if verify else 'off':>10} {curl_s:>8.2f} {ours:>8.2f} "
-              f"{ours / curl_s:>9.2f} {(f'{check_s:.2f}' if check_s else '-'):>16} {ours / slower:>22.2f} "
-              f"{mib(peak):>16}")
+        print(
+            f"{size_mib:>5} MiB {('on (' + lib + ')') if verify else 'off':>10} {curl_s:>8.2f} {ours:>8.2f} "
+            f"{ours / curl_s:>9.2f} {(f'{check_s:.2f}' if check_s else '-'):>16} {ours / slower:>22.2f} "
+            f"{mib(peak):>16}"
+        )
     print("(ours = the download activity's scheduled->completed time, including the results call and the rename)")
 
 

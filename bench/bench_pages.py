@@ -1,18 +1,16 @@
 """Collecting 100,000 error records over 1,000 pages: records/s and history events.
 
-    .venv/bin/python bench/bench_pages.py [--records 100000] [--page-size 100]
+.venv/bin/python bench/bench_pages.py [--records 100000] [--page-size 100]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import tempfile
 import time
 from pathlib import Path
 
 from common import API_KEY, PeakRss, Simulator, dev_server, mib, run, worker_process
-
 from workflows.batch_import import BatchImportResult, batch_workflow_id
 
 
@@ -27,8 +25,12 @@ async def main() -> None:
             with worker_process(env, sim, Path(tmp)) as w, PeakRss(w.proc.pid) as rss:
                 t0 = time.perf_counter()
                 handle = await env.client.start_workflow(
-                    "BatchImportWorkflow", {"kind": "events", "job_id": job}, id=batch_workflow_id("events", job),
-                    task_queue=w.task_queue, result_type=BatchImportResult)
+                    "BatchImportWorkflow",
+                    {"kind": "events", "job_id": job},
+                    id=batch_workflow_id("events", job),
+                    task_queue=w.task_queue,
+                    result_type=BatchImportResult,
+                )
                 result = await handle.result()
                 wall = time.perf_counter() - t0
             history = await handle.fetch_history()

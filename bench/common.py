@@ -19,9 +19,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from simulator import Simulator  # noqa: E402
 from helpers import WorkerProcess  # noqa: E402
 from infra.data_converter import DATA_CONVERTER  # noqa: E402
+from simulator import Simulator  # noqa: E402
 
 API_KEY = "bench-key-0123456789"
 VENV_BIN = Path(sys.executable).parent
@@ -30,8 +30,8 @@ VENV_BIN = Path(sys.executable).parent
 @contextlib.asynccontextmanager
 async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(VENV_BIN / "temporal"), data_converter=DATA_CONVERTER,
-        dev_server_log_level="error")
+        dev_server_existing_path=str(VENV_BIN / "temporal"), data_converter=DATA_CONVERTER, dev_server_log_level="error"
+    )
     try:
         yield env
     finally:
@@ -42,10 +42,19 @@ async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
 def worker_process(env: WorkflowEnvironment, sim: Simulator, data_dir: Path, **extra: str):
     task_queue = f"bench-{uuid.uuid4().hex[:8]}"
     log = Path(tempfile.mkstemp(prefix="bench-worker-", suffix=".log")[1])
-    w = WorkerProcess(log, {
-        "TEMPORAL_ADDRESS": env.client.service_client.config.target_host, "FULLSTORY_API_KEY": API_KEY,
-        "FULLSTORY_BASE_URL": sim.base_url, "FULLSTORY_EXPORT_BASE_URL": sim.base_url,
-        "FULLSTORY_TASK_QUEUE": task_queue, "FULLSTORY_DATA_DIR": str(data_dir), "LOG_LEVEL": "WARNING", **extra})
+    w = WorkerProcess(
+        log,
+        {
+            "TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
+            "FULLSTORY_API_KEY": API_KEY,
+            "FULLSTORY_BASE_URL": sim.base_url,
+            "FULLSTORY_EXPORT_BASE_URL": sim.base_url,
+            "FULLSTORY_TASK_QUEUE": task_queue,
+            "FULLSTORY_DATA_DIR": str(data_dir),
+            "LOG_LEVEL": "WARNING",
+            **extra,
+        },
+    )
     w.task_queue = task_queue
     w.start(timeout=60)
     try:

@@ -52,19 +52,29 @@ from temporalio.client import Client, WorkflowHandle  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from activities.fullstory_client import FullstoryClient  # noqa: E402
+from infra.data_converter import DATA_CONVERTER  # noqa: E402
 from infra.settings import Settings  # noqa: E402
 from simulator import Simulator  # noqa: E402
 from worker import make_workers  # noqa: E402
 from workflows.batch_import import batch_workflow_id  # noqa: E402
-from workflows.segment_export import segment_export_workflow_id  # noqa: E402
-from infra.data_converter import DATA_CONVERTER  # noqa: E402
 from workflows.registry import start_texts  # noqa: E402
+from workflows.segment_export import segment_export_workflow_id  # noqa: E402
 
 API_KEY = "ui-screenshots-key"
 NAMESPACE = "default"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars", "--disable-breakpad", "--disable-crash-reporter"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--disable-breakpad",
+    "--disable-crash-reporter",
+]
 
 
 def chromium() -> str:
@@ -78,8 +88,12 @@ def chromium() -> str:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
     # A font package too: without one, a minimal image renders every glyph as a box.
-    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium", "fonts-dejavu-core"],
-                   check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium", "fonts-dejavu-core"],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
     return "/usr/bin/chromium"
 
 
@@ -105,16 +119,27 @@ class Browser:
             os.dup2(b, 4)
 
         self.proc = subprocess.Popen(
-            [binary, *CHROMIUM_FLAGS, f"--user-data-dir={self.profile.name}", f"--window-size={size}",
-             "--remote-debugging-pipe", "about:blank"],
-            preexec_fn=wire_fds, pass_fds=(3, 4), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                binary,
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={self.profile.name}",
+                f"--window-size={size}",
+                "--remote-debugging-pipe",
+                "about:blank",
+            ],
+            preexec_fn=wire_fds,
+            pass_fds=(3, 4),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         os.close(to_browser_r)
         os.close(from_browser_w)
         self._buf = b""
         self._next_id = 0
 
-    def call(self, method: str, params: dict[str, Any] | None = None, session: str | None = None,
-             timeout: float = 60.0) -> dict[str, Any]:
+    def call(
+        self, method: str, params: dict[str, Any] | None = None, session: str | None = None, timeout: float = 60.0
+    ) -> dict[str, Any]:
         self._next_id += 1
         msg: dict[str, Any] = {"id": self._next_id, "method": method, "params": params or {}}
         if session:
@@ -143,21 +168,31 @@ class Browser:
         session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         shown = url
         try:
-            self.call("Emulation.setDeviceMetricsOverride", {"width": self.width, "height": self.height,
-                                                             "deviceScaleFactor": 1, "mobile": False}, session)
+            self.call(
+                "Emulation.setDeviceMetricsOverride",
+                {"width": self.width, "height": self.height, "deviceScaleFactor": 1, "mobile": False},
+                session,
+            )
             self.call("Page.enable", session=session)
             self.call("Page.navigate", {"url": url}, session)
             time.sleep(settle)  # real time: the UI fetches the workflow, its history and pending activities
             if click is not None:
-                script = ("(() => { const el = [...document.querySelectorAll('a, button, [role=tab]')]"
-                          f".find(e => e.textContent.trim() === {json.dumps(click)});"
-                          " if (!el) return null; el.click(); return true; })()")
-                if not self.call("Runtime.evaluate", {"expression": script, "returnByValue": True},
-                                 session)["result"].get("value"):
+                script = (
+                    "(() => { const el = [...document.querySelectorAll('a, button, [role=tab]')]"
+                    f".find(e => e.textContent.trim() === {json.dumps(click)});"
+                    " if (!el) return null; el.click(); return true; })()"
+                )
+                if not self.call("Runtime.evaluate", {"expression": script, "returnByValue": True}, session)[
+                    "result"
+                ].get("value"):
                     raise RuntimeError(f"no {click!r} on {url}")
                 time.sleep(min(settle, 3.0))
-                shown = self.call("Runtime.evaluate", {"expression": "location.href", "returnByValue": True},
-                                  session)["result"]["value"] + f"  (after a click on {click!r})"
+                shown = (
+                    self.call("Runtime.evaluate", {"expression": "location.href", "returnByValue": True}, session)[
+                        "result"
+                    ]["value"]
+                    + f"  (after a click on {click!r})"
+                )
             png = self.call("Page.captureScreenshot", {"format": "png"}, session)["data"]
             out.write_bytes(base64.b64decode(png))
         finally:
@@ -183,7 +218,8 @@ async def ui_texts(client: Client, handle: WorkflowHandle) -> dict[str, object]:
     try:
         meta = await handle.query("__temporal_workflow_metadata")
         texts["current_details"] = getattr(meta, "current_details", None) or (
-            meta.get("currentDetails") if isinstance(meta, dict) else None)
+            meta.get("currentDetails") if isinstance(meta, dict) else None
+        )
     except Exception as e:  # noqa: BLE001 - a report, not a check
         texts["current_details"] = f"(query failed: {e})"
     desc = await handle.describe()
@@ -193,9 +229,15 @@ async def ui_texts(client: Client, handle: WorkflowHandle) -> dict[str, object]:
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED and event.user_metadata.HasField("summary"):
             summaries[str(event.event_id)] = (await client.data_converter.decode([event.user_metadata.summary]))[0]
     texts["pending_activities"] = [
-        {"type": p.activity_type.name, "attempt": p.attempt, "state": p.state,
-         "next_attempt": p.next_attempt_schedule_time.ToDatetime().isoformat() if p.HasField("next_attempt_schedule_time") else None,
-         "last_failure": p.last_failure.message or None}
+        {
+            "type": p.activity_type.name,
+            "attempt": p.attempt,
+            "state": p.state,
+            "next_attempt": p.next_attempt_schedule_time.ToDatetime().isoformat()
+            if p.HasField("next_attempt_schedule_time")
+            else None,
+            "last_failure": p.last_failure.message or None,
+        }
         for p in pending
     ]
     texts["activity_summaries"] = list(summaries.values())
@@ -210,9 +252,12 @@ async def run(out_dir: Path, wait: float, size: str, settle: float) -> None:
     async with contextlib.AsyncExitStack() as stack:
         env = await WorkflowEnvironment.start_local(
             dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
-            ui=True, ui_port=ui_port, namespace=NAMESPACE,
+            ui=True,
+            ui_port=ui_port,
+            namespace=NAMESPACE,
             # Benign "not finished yet" failures without a Python stack trace under them (infra/data_converter.py).
-            data_converter=DATA_CONVERTER, dev_server_log_level="error",
+            data_converter=DATA_CONVERTER,
+            dev_server_log_level="error",
         )
         stack.push_async_callback(env.shutdown)
         ui = f"http://127.0.0.1:{ui_port}"
@@ -223,8 +268,10 @@ async def run(out_dir: Path, wait: float, size: str, settle: float) -> None:
         op_id = sim.add_operation(duration=900, size=1 << 20)
         # As if the export had been started 5 minutes ago: RUNNING at 25%, so the percent shows.
         sim.operations[op_id].created -= 300
-        print(f"simulator {sim.base_url}: events job {job_id} (10 min), export operation {op_id} "
-              "(15 min, 5 min in)", flush=True)
+        print(
+            f"simulator {sim.base_url}: events job {job_id} (10 min), export operation {op_id} (15 min, 5 min in)",
+            flush=True,
+        )
 
         data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ui-screenshots-data-")))
         settings = Settings(fullstory_data_dir=str(data_dir), fullstory_task_queue="fullstory")
@@ -234,10 +281,16 @@ async def run(out_dir: Path, wait: float, size: str, settle: float) -> None:
             await stack.enter_async_context(w)
 
         starts: dict[str, tuple[str, dict[str, Any], str]] = {
-            "batch-import": ("BatchImportWorkflow", {"kind": "events", "job_id": job_id, "collect_imports": True},
-                             batch_workflow_id("events", job_id)),
-            "segment-export": ("SegmentExportWorkflow", {"operation_id": op_id, "destination": str(data_dir / "exports")},
-                               segment_export_workflow_id(op_id)),
+            "batch-import": (
+                "BatchImportWorkflow",
+                {"kind": "events", "job_id": job_id, "collect_imports": True},
+                batch_workflow_id("events", job_id),
+            ),
+            "segment-export": (
+                "SegmentExportWorkflow",
+                {"operation_id": op_id, "destination": str(data_dir / "exports")},
+                segment_export_workflow_id(op_id),
+            ),
         }
         handles = {}
         for name, (workflow_type, args, workflow_id) in starts.items():
@@ -245,13 +298,20 @@ async def run(out_dir: Path, wait: float, size: str, settle: float) -> None:
             summary, details = start_texts(workflow_type, args)
             print(f"{name}: static summary {summary!r}", flush=True)
             handles[name] = await env.client.start_workflow(
-                workflow_type, args, id=workflow_id, task_queue=settings.fullstory_task_queue,
-                static_summary=summary, static_details=details)
+                workflow_type,
+                args,
+                id=workflow_id,
+                task_queue=settings.fullstory_task_queue,
+                static_summary=summary,
+                static_details=details,
+            )
         # Running handles end as cancelled/terminated when the script stops, not left forever in history.
         for h in handles.values():
             stack.push_async_callback(_terminate, h)
-        print(f"started {', '.join(h.id for h in handles.values())}; waiting {wait:g}s for a few status checks",
-              flush=True)
+        print(
+            f"started {', '.join(h.id for h in handles.values())}; waiting {wait:g}s for a few status checks",
+            flush=True,
+        )
         await asyncio.sleep(wait)
 
         browser = Browser(binary, size)
@@ -265,13 +325,19 @@ async def run(out_dir: Path, wait: float, size: str, settle: float) -> None:
             base = f"{ui}/namespaces/{NAMESPACE}/workflows/{quote(handle.id, safe='')}"
             # in a thread: the servers and the worker keep running on this loop meanwhile
             await asyncio.to_thread(browser.screenshot, base, out_dir / f"ui-{name}.png", settle)
-            await asyncio.to_thread(browser.screenshot, f"{base}/{run_id}/pending-activities",
-                                    out_dir / f"ui-{name}-pending-activities.png", settle)
+            await asyncio.to_thread(
+                browser.screenshot,
+                f"{base}/{run_id}/pending-activities",
+                out_dir / f"ui-{name}-pending-activities.png",
+                settle,
+            )
             # Current details are not on the default (Timeline) tab: they sit under "User Metadata".
-            await asyncio.to_thread(browser.screenshot, base, out_dir / f"ui-{name}-user-metadata.png", settle,
-                                    "User Metadata")
-        await asyncio.to_thread(browser.screenshot, f"{ui}/namespaces/{NAMESPACE}/workflows",
-                                out_dir / "ui-workflows.png", settle)
+            await asyncio.to_thread(
+                browser.screenshot, base, out_dir / f"ui-{name}-user-metadata.png", settle, "User Metadata"
+            )
+        await asyncio.to_thread(
+            browser.screenshot, f"{ui}/namespaces/{NAMESPACE}/workflows", out_dir / "ui-workflows.png", settle
+        )
         print("\nstopping the worker, the simulator and the dev server", flush=True)
 
 

@@ -49,12 +49,14 @@ class Health:
                 status, text = await self.answer(parts[1].split("?", 1)[0])
             body = (text + "\n").encode()
             reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed"}.get(status, "Service Unavailable")
-            writer.write(f"HTTP/1.0 {status} {reason}\r\nContent-Type: text/plain\r\n"
-                         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode())
+            writer.write(
+                f"HTTP/1.0 {status} {reason}\r\nContent-Type: text/plain\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            )
             if parts and parts[0] != "HEAD":
                 writer.write(body)
             await writer.drain()
-        except (asyncio.TimeoutError, ConnectionError, UnicodeDecodeError):
+        except (TimeoutError, ConnectionError, UnicodeDecodeError):
             pass
         finally:
             writer.close()

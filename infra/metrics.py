@@ -31,18 +31,23 @@ class Metrics:
     def __init__(self, meter: MetricMeter | None = None) -> None:
         meter = meter or MetricMeter.noop
         self.http_requests = meter.create_counter(
-            "fullstory_http_requests", "Calls to Fullstory's API by endpoint and HTTP status")
+            "fullstory_http_requests", "Calls to Fullstory's API by endpoint and HTTP status"
+        )
         self.retry_after_seconds = meter.create_counter(
-            "fullstory_retry_after_seconds", "Retry-After seconds sent by Fullstory and honoured", "s")
+            "fullstory_retry_after_seconds", "Retry-After seconds sent by Fullstory and honoured", "s"
+        )
         self.bytes_downloaded = meter.create_counter(
-            "fullstory_bytes_downloaded", "Bytes of exports and bundles downloaded to disk", "By")
+            "fullstory_bytes_downloaded", "Bytes of exports and bundles downloaded to disk", "By"
+        )
         self.records_collected = meter.create_counter(
-            "fullstory_records_collected", "Batch-job error and import records written as NDJSON")
+            "fullstory_records_collected", "Batch-job error and import records written as NDJSON"
+        )
 
     def http_call(self, method: str, path: str, status: int | None, retry_after: timedelta | None) -> None:
         """Count one call to Fullstory (status None: no response), and the Retry-After it sent."""
         endpoint = endpoint_of(path)
-        self.http_requests.add(1, {"method": method, "endpoint": endpoint,
-                                   "status": str(status) if status is not None else "error"})
+        self.http_requests.add(
+            1, {"method": method, "endpoint": endpoint, "status": str(status) if status is not None else "error"}
+        )
         if retry_after:
             self.retry_after_seconds.add(math.ceil(retry_after.total_seconds()), {"endpoint": endpoint})

@@ -56,7 +56,9 @@ class Settings(BaseSettings):
             try:
                 key = self.fullstory_api_key_file.read_text().strip()
             except OSError as e:
-                raise SettingsError(f"FULLSTORY_API_KEY_FILE: cannot read {self.fullstory_api_key_file}: {e.strerror}") from None
+                raise SettingsError(
+                    f"FULLSTORY_API_KEY_FILE: cannot read {self.fullstory_api_key_file}: {e.strerror}"
+                ) from None
             if not key:
                 raise SettingsError(f"FULLSTORY_API_KEY_FILE: {self.fullstory_api_key_file} is empty")
             return key

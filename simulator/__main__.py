@@ -17,8 +17,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-key", default="test-key", help="the admin API key requests must carry")
     parser.add_argument("--job-seconds", type=float, default=3.0, help="how long created jobs and exports run")
     parser.add_argument("--job-errors", type=int, default=3, help="failed records in each created batch job")
-    parser.add_argument("--adopt-unknown-ids", action="store_true",
-                        help="demo mode: any batch job or operation id asked about exists (made up on first sight)")
+    parser.add_argument(
+        "--adopt-unknown-ids",
+        action="store_true",
+        help="demo mode: any batch job or operation id asked about exists (made up on first sight)",
+    )
     args = parser.parse_args(argv)
 
     sim = Simulator(api_key=args.api_key, host=args.host, port=args.port)
@@ -30,8 +33,11 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: stop.set())
     sim.start()
     print(f"simulator listening on {sim.base_url}", flush=True)
-    print(f"  API key: {args.api_key} (Authorization: Basic <key>); control API under {sim.base_url}/_sim/",
-          file=sys.stderr, flush=True)
+    print(
+        f"  API key: {args.api_key} (Authorization: Basic <key>); control API under {sim.base_url}/_sim/",
+        file=sys.stderr,
+        flush=True,
+    )
     while not stop.wait(0.5):
         pass
     sim.stop()

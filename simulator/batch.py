@@ -8,8 +8,9 @@ import secrets
 import string
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from .protocol import Request, Response, error, json_response, rfc3339
 from .routing import ANY_KEY, Router
@@ -60,24 +61,41 @@ def error_record(job: BatchJob, i: int) -> dict:
     code = job.error_codes[i % len(job.error_codes)]
     message = f"record {i} failed: {code.replace('_', ' ')}"
     if job.kind == "events":
-        return {"message": message, "code": code, "event": {
-            "name": "Support Ticket", "timestamp": rfc3339(RECORD_EPOCH + i),
-            "properties": {"seq": i, "priority": "Normal", "source": "Email"},
-            "user": {"uid": f"user-{i}"}}}
-    return {"message": message, "code": code,
-            "user": {"uid": f"user-{i}", "display_name": f"User {i}", "properties": {"seq": i}}}
+        return {
+            "message": message,
+            "code": code,
+            "event": {
+                "name": "Support Ticket",
+                "timestamp": rfc3339(RECORD_EPOCH + i),
+                "properties": {"seq": i, "priority": "Normal", "source": "Email"},
+                "user": {"uid": f"user-{i}"},
+            },
+        }
+    return {
+        "message": message,
+        "code": code,
+        "user": {"uid": f"user-{i}", "display_name": f"User {i}", "properties": {"seq": i}},
+    }
 
 
 def import_record(job: BatchJob, i: int) -> dict:
     # Imported items follow the failed ones in the batch: seq numbers never collide with errors'.
     seq = job.errors + i
     if job.kind == "events":
-        return {"name": "Support Ticket", "timestamp": rfc3339(RECORD_EPOCH + seq),
-                "properties": {"seq": seq, "priority": "Normal", "source": "Email"},
-                "user": {"id": str(1_000_000 + seq), "uid": f"user-{seq}"},
-                "session": {"id": f"{1_000_000 + seq}:{2_000_000 + seq}"}}
-    return {"id": str(1_000_000 + seq), "uid": f"user-{seq}", "display_name": f"User {seq}",
-            "email": f"user-{seq}@example.com", "properties": {"seq": seq}}
+        return {
+            "name": "Support Ticket",
+            "timestamp": rfc3339(RECORD_EPOCH + seq),
+            "properties": {"seq": seq, "priority": "Normal", "source": "Email"},
+            "user": {"id": str(1_000_000 + seq), "uid": f"user-{seq}"},
+            "session": {"id": f"{1_000_000 + seq}:{2_000_000 + seq}"},
+        }
+    return {
+        "id": str(1_000_000 + seq),
+        "uid": f"user-{seq}",
+        "display_name": f"User {seq}",
+        "email": f"user-{seq}@example.com",
+        "properties": {"seq": seq},
+    }
 
 
 def encode_token(job_id: str, which: str, offset: int) -> str:
@@ -106,11 +124,20 @@ class BatchImports:
             self._seq += 1
             return "".join(secrets.choice(ALNUM) for _ in range(8)) + f"{self._seq:04d}="
 
-    def add(self, kind: str = "events", job_id: str | None = None, duration: float = 0.0, imports: int = 10,
-            errors: int = 0, page_size: int = 100, final_status: str | None = None,
-            error_codes: tuple[str, ...] | list[str] = ("invalid_field", "required_field"),
-            retry_after_while_processing: float | str | None = None, imports_page_size: int | None = None,
-            created: float | None = None) -> str:
+    def add(
+        self,
+        kind: str = "events",
+        job_id: str | None = None,
+        duration: float = 0.0,
+        imports: int = 10,
+        errors: int = 0,
+        page_size: int = 100,
+        final_status: str | None = None,
+        error_codes: tuple[str, ...] | list[str] = ("invalid_field", "required_field"),
+        retry_after_while_processing: float | str | None = None,
+        imports_page_size: int | None = None,
+        created: float | None = None,
+    ) -> str:
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
         if page_size < 1 or (imports_page_size is not None and imports_page_size < 1):
@@ -122,13 +149,21 @@ class BatchImports:
         if final_status not in ("COMPLETED", "FAILED"):
             raise ValueError("final_status must be COMPLETED or FAILED")
         job = BatchJob(
-            id=job_id or self.new_id(), kind=kind, created=self.sim.clock() if created is None else created,
-            duration=float(duration), imports=int(imports), errors=int(errors), page_size=int(page_size),
-            imports_page_size=int(imports_page_size or page_size), final_status=final_status,
+            id=job_id or self.new_id(),
+            kind=kind,
+            created=self.sim.clock() if created is None else created,
+            duration=float(duration),
+            imports=int(imports),
+            errors=int(errors),
+            page_size=int(page_size),
+            imports_page_size=int(imports_page_size or page_size),
+            final_status=final_status,
             error_codes=tuple(error_codes),
-            retry_after_while_processing=None if retry_after_while_processing is None
+            retry_after_while_processing=None
+            if retry_after_while_processing is None
             else _retry_after_text(retry_after_while_processing),
-            clock=self.sim.clock_now)
+            clock=self.sim.clock_now,
+        )
         with self._lock:
             self.jobs[job.id] = job
         return job.id
@@ -159,8 +194,9 @@ class BatchImports:
         if not isinstance(requests, list) or not requests:
             return error(400, "requests is required and must be a non-empty list", "invalid_argument")
         if len(requests) > MAX_REQUESTS:
-            return error(400, f"requests has {len(requests)} items; at most {MAX_REQUESTS} are allowed",
-                         "invalid_argument")
+            return error(
+                400, f"requests has {len(requests)} items; at most {MAX_REQUESTS} are allowed", "invalid_argument"
+            )
         if kind == "users" and "shared" in body:
             return error(400, "shared is not a field of a users batch import", "invalid_argument")
         key = req.headers.get("idempotency-key")
@@ -236,8 +272,10 @@ class BatchImports:
             time.sleep(self.sim.page_delay)
         size = job.page_size if which == "errors" else job.imports_page_size
         end = min(total, offset + size)
-        payload: dict[str, Any] = {"results": [job.record(which, i) for i in range(offset, end)],
-                                   "total_records": str(total)}
+        payload: dict[str, Any] = {
+            "results": [job.record(which, i) for i in range(offset, end)],
+            "total_records": str(total),
+        }
         if end < total:
             payload["next_page_token"] = encode_token(job.id, which, end)
         elif self.sim.last_page_token_style == "empty":

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .protocol import Request, Response, error, json_response
 from .routing import NO_AUTH, Router
@@ -12,8 +13,14 @@ if TYPE_CHECKING:
 
 
 # Plain knobs a test in another process may set through POST /_sim/settings.
-SETTINGS = ("page_delay", "last_page_token_style", "status_errors_field", "legacy_burst", "legacy_per_minute",
-            "storage_bytes_per_second")
+SETTINGS = (
+    "page_delay",
+    "last_page_token_style",
+    "status_errors_field",
+    "legacy_burst",
+    "legacy_per_minute",
+    "storage_bytes_per_second",
+)
 
 
 def register_control(sim: Simulator, router: Router) -> None:
@@ -26,6 +33,7 @@ def register_control(sim: Simulator, router: Router) -> None:
                 return json_response(wrap(fn(**body)))
             except (TypeError, ValueError, KeyError) as exc:
                 return error(400, str(exc), "invalid_argument")
+
         return handler
 
     def set_batch_defaults(**kwargs: Any) -> dict:
@@ -66,15 +74,18 @@ def register_control(sim: Simulator, router: Router) -> None:
         return json_response({})
 
     router.add("POST", "/_sim/batch_jobs", kwargs_call(sim.add_batch_job, lambda job_id: {"job_id": job_id}), NO_AUTH)
-    router.add("POST", "/_sim/batch_defaults", kwargs_call(set_batch_defaults, lambda d: {"batch_defaults": d}),
-               NO_AUTH)
+    router.add(
+        "POST", "/_sim/batch_defaults", kwargs_call(set_batch_defaults, lambda d: {"batch_defaults": d}), NO_AUTH
+    )
     router.add("POST", "/_sim/faults", kwargs_call(add_fault, lambda d: d), NO_AUTH)
     router.add("GET", "/_sim/records/{job_id}", records, NO_AUTH)
     router.add("GET", "/_sim/stats", stats, NO_AUTH)
     router.add("POST", "/_sim/reset_stats", reset, NO_AUTH)
-    router.add("POST", "/_sim/operations", kwargs_call(sim.add_operation, lambda op_id: {"operation_id": op_id}),
-               NO_AUTH)
+    router.add(
+        "POST", "/_sim/operations", kwargs_call(sim.add_operation, lambda op_id: {"operation_id": op_id}), NO_AUTH
+    )
     router.add("POST", "/_sim/bundles", kwargs_call(sim.add_bundles, lambda ids: {"ids": ids}), NO_AUTH)
-    router.add("POST", "/_sim/export_defaults", kwargs_call(set_export_defaults, lambda d: {"export_defaults": d}),
-               NO_AUTH)
+    router.add(
+        "POST", "/_sim/export_defaults", kwargs_call(set_export_defaults, lambda d: {"export_defaults": d}), NO_AUTH
+    )
     router.add("POST", "/_sim/settings", kwargs_call(set_settings, lambda d: d), NO_AUTH)

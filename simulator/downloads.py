@@ -15,6 +15,7 @@ RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 @dataclass
 class Download:
     """One downloadable file and how it misbehaves."""
+
     id: str
     size: int
     filename: str
@@ -59,25 +60,36 @@ class Download:
                     self.reset_count -= 1
                     reset_after = self.reset_after_bytes
         total = stream.length
-        headers = {"Content-Type": "application/gzip",
-                   "Content-Disposition": f'attachment; filename="{self.filename}"',
-                   "Accept-Ranges": "bytes" if self.range_support else "none"}
+        headers = {
+            "Content-Type": "application/gzip",
+            "Content-Disposition": f'attachment; filename="{self.filename}"',
+            "Accept-Ranges": "bytes" if self.range_support else "none",
+        }
         status, start, end = 200, 0, total
         spec = req.headers.get("range")
         if spec and self.range_support:
             m = RANGE.match(spec.strip())
             if not m or not (m.group(1) or m.group(2)):
-                return error(416, f"unsupported Range {spec!r}", "invalid_range",
-                             {"Content-Range": f"bytes */{total}"})
+                return error(416, f"unsupported Range {spec!r}", "invalid_range", {"Content-Range": f"bytes */{total}"})
             if m.group(1):
                 start = int(m.group(1))
                 end = min(total, int(m.group(2)) + 1) if m.group(2) else total
             else:  # bytes=-N: the last N bytes
                 start = max(0, total - int(m.group(2)))
             if start >= total or start >= end:
-                return error(416, f"Range {spec!r} is outside the {total} bytes", "invalid_range",
-                             {"Content-Range": f"bytes */{total}"})
+                return error(
+                    416,
+                    f"Range {spec!r} is outside the {total} bytes",
+                    "invalid_range",
+                    {"Content-Range": f"bytes */{total}"},
+                )
             status = 206
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{total}"
-        return Response(status, headers=headers, stream=stream, stream_range=(start, end),
-                        reset_after=reset_after, on_bytes=self.count_bytes)
+        return Response(
+            status,
+            headers=headers,
+            stream=stream,
+            stream_range=(start, end),
+            reset_after=reset_after,
+            on_bytes=self.count_bytes,
+        )

@@ -23,11 +23,15 @@ if TYPE_CHECKING:
 
 STATES = ("PENDING", "RUNNING", "COMPLETED", "FAILED")
 EXPORT_TYPES = ("TYPE_EVENT", "TYPE_INDIVIDUAL")
-FORMATS = {"FORMAT_JSON": ("json", "json"), "FORMAT_NDJSON": ("ndjson", "ndjson"),
-           # CSV content is not generated: a CSV export carries NDJSON rows under a .csv.gz name.
-           "FORMAT_CSV": ("ndjson", "csv")}
-ACCESS_DENIED = ("<?xml version='1.0' encoding='UTF-8'?><Error><Code>AccessDenied</Code>"
-                 "<Message>{message}</Message></Error>")
+FORMATS = {
+    "FORMAT_JSON": ("json", "json"),
+    "FORMAT_NDJSON": ("ndjson", "ndjson"),
+    # CSV content is not generated: a CSV export carries NDJSON rows under a .csv.gz name.
+    "FORMAT_CSV": ("ndjson", "csv"),
+}
+ACCESS_DENIED = (
+    "<?xml version='1.0' encoding='UTF-8'?><Error><Code>AccessDenied</Code><Message>{message}</Message></Error>"
+)
 
 
 @dataclass
@@ -70,13 +74,25 @@ class Exports:
             self._seq += 1
             return self._seq
 
-    def add_operation(self, op_id: str | None = None, duration: float = 0.0, final_state: str = "COMPLETED",
-                      error_details: str | None = None, progress_steps: int = 4,
-                      results_shape: str = "searchExportId", size: int = 1 << 20, url_ttl: float = 300.0,
-                      range_support: bool = True, reset_after_bytes: int | None = None, reset_count: int = 1,
-                      truncate_gzip: bool = False, truncate_count: int = 1,
-                      filename: str = "export.ndjson.gz", file_format: str = "ndjson",
-                      export_id: str | None = None) -> str:
+    def add_operation(
+        self,
+        op_id: str | None = None,
+        duration: float = 0.0,
+        final_state: str = "COMPLETED",
+        error_details: str | None = None,
+        progress_steps: int = 4,
+        results_shape: str = "searchExportId",
+        size: int = 1 << 20,
+        url_ttl: float = 300.0,
+        range_support: bool = True,
+        reset_after_bytes: int | None = None,
+        reset_count: int = 1,
+        truncate_gzip: bool = False,
+        truncate_count: int = 1,
+        filename: str = "export.ndjson.gz",
+        file_format: str = "ndjson",
+        export_id: str | None = None,
+    ) -> str:
         if final_state not in ("COMPLETED", "FAILED"):
             raise ValueError("final_state must be COMPLETED or FAILED")
         if results_shape not in ("searchExportId", "downloadUrl"):
@@ -86,14 +102,31 @@ class Exports:
         n = self._next()
         op_id = op_id or f"op-{secrets.token_hex(6)}-{n:04d}"
         export_id = export_id or f"exp-{secrets.token_hex(6)}-{n:04d}"
-        download = Download(export_id, int(size), filename, file_format, seed=n, range_support=range_support,
-                            url_ttl=float(url_ttl),
-                            reset_after_bytes=reset_after_bytes, reset_count=reset_count,
-                            truncate_gzip=truncate_gzip, truncate_count=truncate_count)
+        download = Download(
+            export_id,
+            int(size),
+            filename,
+            file_format,
+            seed=n,
+            range_support=range_support,
+            url_ttl=float(url_ttl),
+            reset_after_bytes=reset_after_bytes,
+            reset_count=reset_count,
+            truncate_gzip=truncate_gzip,
+            truncate_count=truncate_count,
+        )
         if final_state == "FAILED" and error_details is None:
             error_details = "export failed"
-        op = Operation(op_id, self.sim.clock_now(), float(duration), final_state, error_details,
-                       int(progress_steps), results_shape, export_id)
+        op = Operation(
+            op_id,
+            self.sim.clock_now(),
+            float(duration),
+            final_state,
+            error_details,
+            int(progress_steps),
+            results_shape,
+            export_id,
+        )
         with self._lock:
             self.downloads[export_id] = download
             self.operations[op_id] = op
@@ -137,8 +170,7 @@ class Exports:
             if key and key in self.idempotent:
                 return json_response({"operationId": self.idempotent[key]})
         content, ext = FORMATS[body["format"]]
-        options: dict[str, Any] = {"filename": f"export.{ext}.gz", "file_format": content,
-                                   **self.sim.export_defaults}
+        options: dict[str, Any] = {"filename": f"export.{ext}.gz", "file_format": content, **self.sim.export_defaults}
         op_id = self.add_operation(**options)
         if key:
             with self._lock:
@@ -147,8 +179,13 @@ class Exports:
 
     def operation_json(self, op: Operation, now: float) -> dict:
         state, pct = op.state_at(now)
-        out: dict[str, Any] = {"id": op.id, "type": op.type, "state": state, "estimatePctComplete": pct,
-                               "createdAt": rfc3339(op.created)}
+        out: dict[str, Any] = {
+            "id": op.id,
+            "type": op.type,
+            "state": state,
+            "estimatePctComplete": pct,
+            "createdAt": rfc3339(op.created),
+        }
         if state in ("COMPLETED", "FAILED"):
             out["finishedAt"] = rfc3339(op.created + op.duration)
         if state == "FAILED":
@@ -172,8 +209,11 @@ class Exports:
         now = self.sim.clock_now()
         try:
             limit = int(req.query.get("limit") or 20)
-            offset = int(base64.urlsafe_b64decode(req.query["pagination_token"]).decode().removeprefix("ops:")) \
-                if req.query.get("pagination_token") else 0
+            offset = (
+                int(base64.urlsafe_b64decode(req.query["pagination_token"]).decode().removeprefix("ops:"))
+                if req.query.get("pagination_token")
+                else 0
+            )
         except (ValueError, binascii.Error, UnicodeDecodeError):
             return error(400, "limit or pagination_token is not valid", "invalid_argument")
         if not 1 <= limit <= 100:
@@ -182,9 +222,12 @@ class Exports:
         if state and state not in STATES:
             return error(400, f"state must be one of {', '.join(STATES)}", "invalid_argument")
         ops = sorted(self.operations.values(), key=lambda o: o.created, reverse=True)
-        items = [j for j in (self.operation_json(o, now) for o in ops)
-                 if (not state or j["state"] == state) and (not type_ or j["type"] == type_)]
-        page = items[offset: offset + limit]
+        items = [
+            j
+            for j in (self.operation_json(o, now) for o in ops)
+            if (not state or j["state"] == state) and (not type_ or j["type"] == type_)
+        ]
+        page = items[offset : offset + limit]
         out: dict[str, Any] = {"operations": page}
         if offset + limit < len(items):
             out["nextPaginationToken"] = base64.urlsafe_b64encode(f"ops:{offset + limit}".encode()).decode()
@@ -252,7 +295,8 @@ def validate_export(body: Any) -> str | None:
         except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
             return f"timezone {tz!r} is not an IANA time zone"
     fields = body.get("fields")
-    if fields is not None and (not isinstance(fields, list) or not fields
-                               or not all(isinstance(f, str) and f for f in fields)):
+    if fields is not None and (
+        not isinstance(fields, list) or not fields or not all(isinstance(f, str) and f for f in fields)
+    ):
         return "fields must be a non-empty list of field names"
     return None

@@ -19,8 +19,8 @@ import time
 import zlib
 from array import array
 from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 BLOCKS = 4  # distinct blocks of rows
 ROWS_PER_BLOCK = 4000
@@ -41,21 +41,99 @@ FORMATS = {
     "json": Format(first="[", cont=",\n", sep=",\n", mid_end="", last_end="]\n"),
 }
 
-PAGES = ["/", "/pricing", "/products", "/products/{n}", "/cart", "/checkout", "/account/settings",
-         "/blog/{slug}", "/search", "/help/articles/{n}", "/signup", "/login"]
-EVENTS = ["click", "navigate", "change", "load", "focus", "highlight", "cut", "copy", "paste",
-          "thrash", "abandon", "pageview"]
-TARGETS = ["Add to cart", "Checkout", "Sign in", "Continue", "Learn more", "Search", "Submit", "Next",
-           "Back", "Subscribe", "Download", "Close", "Accept cookies", "Apply coupon", ""]
-SELECTORS = ["button.btn.btn-primary", "a.nav-link", "div.product-card > button.add", "input#search",
-             "form.checkout button[type=submit]", "span.icon-close", "li.menu-item > a", "div.modal button"]
-BROWSERS = [("Chrome", "Windows", "Desktop"), ("Safari", "iOS", "Mobile"), ("Chrome", "Android", "Mobile"),
-            ("Firefox", "Linux", "Desktop"), ("Edge", "Windows", "Desktop"), ("Safari", "OS X", "Desktop")]
-CITIES = [("US", "CA", "San Francisco", "37.7749,-122.4194"), ("US", "NY", "New York", "40.7128,-74.0060"),
-          ("GB", "ENG", "London", "51.5074,-0.1278"), ("DE", "BE", "Berlin", "52.5200,13.4050"),
-          ("US", "GA", "Atlanta", "33.7490,-84.3880"), ("FR", "IDF", "Paris", "48.8566,2.3522")]
-WORDS = ["alpha", "bravo", "delta", "eagle", "falcon", "harbor", "island", "jungle", "kernel", "lumen",
-         "meadow", "nectar", "orbit", "prairie", "quartz", "river", "summit", "timber", "velvet", "willow"]
+PAGES = [
+    "/",
+    "/pricing",
+    "/products",
+    "/products/{n}",
+    "/cart",
+    "/checkout",
+    "/account/settings",
+    "/blog/{slug}",
+    "/search",
+    "/help/articles/{n}",
+    "/signup",
+    "/login",
+]
+EVENTS = [
+    "click",
+    "navigate",
+    "change",
+    "load",
+    "focus",
+    "highlight",
+    "cut",
+    "copy",
+    "paste",
+    "thrash",
+    "abandon",
+    "pageview",
+]
+TARGETS = [
+    "Add to cart",
+    "Checkout",
+    "Sign in",
+    "Continue",
+    "Learn more",
+    "Search",
+    "Submit",
+    "Next",
+    "Back",
+    "Subscribe",
+    "Download",
+    "Close",
+    "Accept cookies",
+    "Apply coupon",
+    "",
+]
+SELECTORS = [
+    "button.btn.btn-primary",
+    "a.nav-link",
+    "div.product-card > button.add",
+    "input#search",
+    "form.checkout button[type=submit]",
+    "span.icon-close",
+    "li.menu-item > a",
+    "div.modal button",
+]
+BROWSERS = [
+    ("Chrome", "Windows", "Desktop"),
+    ("Safari", "iOS", "Mobile"),
+    ("Chrome", "Android", "Mobile"),
+    ("Firefox", "Linux", "Desktop"),
+    ("Edge", "Windows", "Desktop"),
+    ("Safari", "OS X", "Desktop"),
+]
+CITIES = [
+    ("US", "CA", "San Francisco", "37.7749,-122.4194"),
+    ("US", "NY", "New York", "40.7128,-74.0060"),
+    ("GB", "ENG", "London", "51.5074,-0.1278"),
+    ("DE", "BE", "Berlin", "52.5200,13.4050"),
+    ("US", "GA", "Atlanta", "33.7490,-84.3880"),
+    ("FR", "IDF", "Paris", "48.8566,2.3522"),
+]
+WORDS = [
+    "alpha",
+    "bravo",
+    "delta",
+    "eagle",
+    "falcon",
+    "harbor",
+    "island",
+    "jungle",
+    "kernel",
+    "lumen",
+    "meadow",
+    "nectar",
+    "orbit",
+    "prairie",
+    "quartz",
+    "river",
+    "summit",
+    "timber",
+    "velvet",
+    "willow",
+]
 
 
 def make_rows(block: int, count: int) -> list[str]:
@@ -78,29 +156,55 @@ def make_rows(block: int, count: int) -> list[str]:
             page = rng.randrange(10**15, 10**16)
             path = rng.choice(PAGES).format(n=rng.randrange(1, 50_000), slug="-".join(rng.sample(WORDS, 3)))
             url = f"https://www.example.com{path}?sid={token(12)}" + (
-                f"&utm_source={rng.choice(WORDS)}" if rng.random() < .3 else "")
+                f"&utm_source={rng.choice(WORDS)}" if rng.random() < 0.3 else ""
+            )
             for _ in range(rng.randrange(1, 6)):
                 t += rng.randrange(50, 20_000)
                 start = f"{_iso(t // 1000)}.{t % 1000:03d}Z"
-                rows.append(json.dumps({
-                    "EventId": f"{rng.getrandbits(128):032x}", "IndvId": indv, "UserId": user, "SessionId": session, "PageId": page,
-                    "UserAppKey": app_key, "UserDisplayName": app_key.replace("user-", "User "),
-                    "UserEmail": f"{app_key}@example.com", "EventStart": start,
-                    "EventType": rng.choice(EVENTS), "EventCustomName": "",
-                    "EventTargetText": f"{rng.choice(TARGETS)} {rng.choice(WORDS)} #{rng.randrange(10**5)}",
-                    "EventTargetSelectorTok": f"{rng.choice(SELECTORS)}.css-{token(6)}",
-                    "EventModFrustrated": int(rng.random() < .02), "EventModDead": int(rng.random() < .03),
-                    "EventModError": int(rng.random() < .01), "EventModSuspicious": 0,
-                    "PageDuration": rng.randrange(1000, 600_000), "PageActiveDuration": rng.randrange(500, 300_000),
-                    "PageUrl": url, "PageRefererUrl": "https://www.google.com/" if rng.random() < .2 else "",
-                    "PageIp": ip, "PageLatLong": latlong, "PageCity": city, "PageRegion": region,
-                    "PageCountry": country, "PageBrowser": browser, "PageDevice": device,
-                    "PageOperatingSystem": os_name, "PageNumInfos": rng.randrange(3),
-                    "PageNumWarnings": rng.randrange(3), "PageNumErrors": int(rng.random() < .1),
-                    "PageMaxScrollDepthPercent": rng.randrange(101), "PageClusterId": rng.randrange(10**9),
-                    "LoadDomContentTime": rng.randrange(10**5), "LoadFirstPaintTime": rng.randrange(10**5),
-                    "TabId": token(10),
-                }, separators=(",", ":")))
+                rows.append(
+                    json.dumps(
+                        {
+                            "EventId": f"{rng.getrandbits(128):032x}",
+                            "IndvId": indv,
+                            "UserId": user,
+                            "SessionId": session,
+                            "PageId": page,
+                            "UserAppKey": app_key,
+                            "UserDisplayName": app_key.replace("user-", "User "),
+                            "UserEmail": f"{app_key}@example.com",
+                            "EventStart": start,
+                            "EventType": rng.choice(EVENTS),
+                            "EventCustomName": "",
+                            "EventTargetText": f"{rng.choice(TARGETS)} {rng.choice(WORDS)} #{rng.randrange(10**5)}",
+                            "EventTargetSelectorTok": f"{rng.choice(SELECTORS)}.css-{token(6)}",
+                            "EventModFrustrated": int(rng.random() < 0.02),
+                            "EventModDead": int(rng.random() < 0.03),
+                            "EventModError": int(rng.random() < 0.01),
+                            "EventModSuspicious": 0,
+                            "PageDuration": rng.randrange(1000, 600_000),
+                            "PageActiveDuration": rng.randrange(500, 300_000),
+                            "PageUrl": url,
+                            "PageRefererUrl": "https://www.google.com/" if rng.random() < 0.2 else "",
+                            "PageIp": ip,
+                            "PageLatLong": latlong,
+                            "PageCity": city,
+                            "PageRegion": region,
+                            "PageCountry": country,
+                            "PageBrowser": browser,
+                            "PageDevice": device,
+                            "PageOperatingSystem": os_name,
+                            "PageNumInfos": rng.randrange(3),
+                            "PageNumWarnings": rng.randrange(3),
+                            "PageNumErrors": int(rng.random() < 0.1),
+                            "PageMaxScrollDepthPercent": rng.randrange(101),
+                            "PageClusterId": rng.randrange(10**9),
+                            "LoadDomContentTime": rng.randrange(10**5),
+                            "LoadFirstPaintTime": rng.randrange(10**5),
+                            "TabId": token(10),
+                        },
+                        separators=(",", ":"),
+                    )
+                )
     return rows[:count]
 
 
@@ -111,6 +215,7 @@ def _iso(seconds: int) -> str:
 @dataclass
 class Block:
     """One compressed block: a deflate stream with byte-aligned flush points."""
+
     data: bytes  # raw deflate (no header), ending at the last flush point, not final
     comp: array  # compressed offset of each flush point
     raw: array  # uncompressed length at each flush point
@@ -242,8 +347,10 @@ class GzipFile:
         points = len(block.comp)
         fits = [p for p in range(1, points) if member_size(block, p, len(last_end)) <= remaining]
         if not fits:
-            raise ValueError(f"an export file of one row needs at least {member_size(block, 1, len(last_end))} "
-                             f"bytes, not {self.size}")
+            raise ValueError(
+                f"an export file of one row needs at least {member_size(block, 1, len(last_end))} "
+                f"bytes, not {self.size}"
+            )
         point = fits[-1]
         pad = remaining - member_size(block, point, len(last_end))
         end = b" " * pad + last_end
@@ -251,11 +358,13 @@ class GzipFile:
         self.tail = member(block, point, end)
         # A stored payload over 64 KiB needs more block headers than member_size counted: trim pad.
         while len(self.tail) > remaining:
-            end = end[len(self.tail) - remaining:]
+            end = end[len(self.tail) - remaining :]
             self.tail = member(block, point, end)
         assert off + len(self.tail) == self.size, (off, len(self.tail), self.size)
-        self.rows = sum(get_block(self.fmt, (self.seed + i) % BLOCKS, i == 0).rows[-1]
-                        for i in range(len(self.offsets))) + block.rows[point]
+        self.rows = (
+            sum(get_block(self.fmt, (self.seed + i) % BLOCKS, i == 0).rows[-1] for i in range(len(self.offsets)))
+            + block.rows[point]
+        )
 
     def write(self, send: Callable[[memoryview], None], start: int, end: int) -> None:
         """Send bytes [start, end) of the file."""
@@ -269,7 +378,7 @@ class GzipFile:
                 base, data = self.tail_offset, self.tail
                 j = len(self.offsets)
             stop = min(end, base + len(data))
-            send(memoryview(data)[pos - base: stop - base])
+            send(memoryview(data)[pos - base : stop - base])
             pos = stop
 
     def iter_bytes(self, start: int = 0, end: int | None = None) -> list[memoryview]:

@@ -10,8 +10,9 @@ import struct
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .faults import Fault
@@ -84,9 +85,11 @@ class SimulatorHandler(BaseHTTPRequestHandler):
         if fault is not None and fault.kind == "status":
             resp = fault_response(fault)
         elif route is None:
-            resp = error(405 if path_exists else 404,
-                         f"{'method not allowed' if path_exists else 'no such route'}: {self.command} {path}",
-                         "method_not_allowed" if path_exists else "resource_not_found")
+            resp = error(
+                405 if path_exists else 404,
+                f"{'method not allowed' if path_exists else 'no such route'}: {self.command} {path}",
+                "method_not_allowed" if path_exists else "resource_not_found",
+            )
         else:
             resp = self.authorize(route.access, req) or self.call(route.handler, req)
         if fault is not None and fault.kind == "malformed":
@@ -105,8 +108,11 @@ class SimulatorHandler(BaseHTTPRequestHandler):
             return None
         if access == STORAGE:
             if auth is not None:
-                return error(400, "signed storage URLs take no Authorization header; send the URL as it is",
-                             "unexpected_authorization")
+                return error(
+                    400,
+                    "signed storage URLs take no Authorization header; send the URL as it is",
+                    "unexpected_authorization",
+                )
             return None
         scheme, _, key = (auth or "").partition(" ")
         role = self.sim.keys.get(key.strip()) if scheme.lower() == "basic" else None
@@ -130,8 +136,12 @@ class SimulatorHandler(BaseHTTPRequestHandler):
     def send(self, req: Request, resp: Response) -> None:
         headers = dict(resp.headers)
         body = resp.body
-        if (resp.json_body and resp.stream is None and len(body) > GZIP_MIN_BYTES
-                and "gzip" in req.headers.get("accept-encoding", "")):
+        if (
+            resp.json_body
+            and resp.stream is None
+            and len(body) > GZIP_MIN_BYTES
+            and "gzip" in req.headers.get("accept-encoding", "")
+        ):
             body = gzip.compress(body, compresslevel=1)
             headers["Content-Encoding"] = "gzip"
             headers["Vary"] = "Accept-Encoding"
@@ -166,7 +176,7 @@ class SimulatorHandler(BaseHTTPRequestHandler):
         def put(chunk: memoryview) -> None:
             nonlocal sent
             step = pace.step() if pace else None
-            pieces = [chunk] if step is None else [chunk[i:i + step] for i in range(0, len(chunk), step)]
+            pieces = [chunk] if step is None else [chunk[i : i + step] for i in range(0, len(chunk), step)]
             for piece in pieces:
                 if pace:
                     pace.wait(len(piece))

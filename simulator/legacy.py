@@ -57,8 +57,15 @@ class LegacyExport:
         self._lock = threading.Lock()
         self._next_id = FIRST_ID
 
-    def add_bundles(self, count: int, size: int = 1 << 20, start: int = 1_700_000_000, span: int = 3600,
-                    available_at: float | None = None, **download_options: Any) -> list[str]:
+    def add_bundles(
+        self,
+        count: int,
+        size: int = 1 << 20,
+        start: int = 1_700_000_000,
+        span: int = 3600,
+        available_at: float | None = None,
+        **download_options: Any,
+    ) -> list[str]:
         """Bundle i covers [start + i*span, start + (i+1)*span); options as Download's (range_support, ...)."""
         ids = []
         now = self.sim.clock_now() if available_at is None else float(available_at)
@@ -66,8 +73,9 @@ class LegacyExport:
             for i in range(count):
                 self._next_id += 7919  # not consecutive, like real ids
                 bundle_id = str(self._next_id)
-                dl = Download(bundle_id, int(size), "DataExport.json.gz", "json", seed=self._next_id,
-                              **download_options)
+                dl = Download(
+                    bundle_id, int(size), "DataExport.json.gz", "json", seed=self._next_id, **download_options
+                )
                 self.bundles[bundle_id] = Bundle(bundle_id, start + i * span, start + (i + 1) * span, now, dl)
                 ids.append(bundle_id)
         return ids
@@ -93,8 +101,10 @@ class LegacyExport:
         except (TypeError, ValueError):
             return error(400, "start is required: unix seconds", "invalid_argument")
         now = self.sim.clock_now()
-        found = sorted((b for b in self.bundles.values() if b.stop > start and b.available_at <= now),
-                       key=lambda b: (b.start, b.stop))[:LIST_LIMIT]
+        found = sorted(
+            (b for b in self.bundles.values() if b.stop > start and b.available_at <= now),
+            key=lambda b: (b.start, b.stop),
+        )[:LIST_LIMIT]
         return json_response({"exports": [{"Start": b.start, "Stop": b.stop, "ID": int(b.id)} for b in found]})
 
     def get(self, req: Request) -> Response:

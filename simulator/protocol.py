@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Protocol
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 # Fullstory's error codes and messages, by HTTP status (from the docs' examples).
 ERRORS = {
@@ -69,15 +70,16 @@ def json_response(payload: Any, status: int = 200, headers: dict[str, str] | Non
     return Response(status, body, {"Content-Type": "application/json", **(headers or {})}, json_body=True)
 
 
-def error(status: int, message: str | None = None, code: str | None = None,
-          headers: dict[str, str] | None = None) -> Response:
+def error(
+    status: int, message: str | None = None, code: str | None = None, headers: dict[str, str] | None = None
+) -> Response:
     default_code, default_message = ERRORS.get(status, ("error", "error"))
     return json_response({"message": message or default_message, "code": code or default_code}, status, headers)
 
 
 def rfc3339(ts: float) -> str:
     """Fullstory's timestamp form: UTC with milliseconds and a Z."""
-    dt = datetime.fromtimestamp(ts, tz=timezone.utc)
+    dt = datetime.fromtimestamp(ts, tz=UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from .protocol import Request, Response
 
@@ -28,6 +28,7 @@ class Route:
         def group(m: re.Match) -> str:
             name = m.group(1)
             return f"(?P<{name}>{self.patterns.get(name, '[^/]+')})"
+
         self.regex = re.compile("^" + re.sub(r"\{(\w+)\}", group, self.template) + "$")
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 from .batch import BatchImports, BatchJob
 from .control import register_control
@@ -84,8 +85,12 @@ class Simulator:
         handler = type("Handler", (SimulatorHandler,), {"sim": self})
         self._server = _Server((self.host, self.port), handler)
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name=f"fullstory-simulator-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name=f"fullstory-simulator-{self.port}",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -125,26 +130,42 @@ class Simulator:
             raise ValueError(f"role must be one of {ROLES}, not {role!r}")
         self.keys[key] = role
 
-    def fault(self, path_regex: str, kind: str = "status", count: int = 1, status: int = 503,
-              retry_after: str | int | None = None, method: str | None = None, after_bytes: int = 0,
-              body: dict | None = None) -> Fault:
+    def fault(
+        self,
+        path_regex: str,
+        kind: str = "status",
+        count: int = 1,
+        status: int = 503,
+        retry_after: str | int | None = None,
+        method: str | None = None,
+        after_bytes: int = 0,
+        body: dict | None = None,
+    ) -> Fault:
         return self.faults.add(Fault(path_regex, kind, count, status, retry_after, method, after_bytes, body))
 
-    def fault_burst(self, path_regex: str, status: int = 503, count: int = 5, retry_after: str | None = None,
-                    method: str | None = None) -> Fault:
+    def fault_burst(
+        self,
+        path_regex: str,
+        status: int = 503,
+        count: int = 5,
+        retry_after: str | None = None,
+        method: str | None = None,
+    ) -> Fault:
         return self.fault(path_regex, "status", count, status, retry_after, method)
 
     def record(self, req: Request, route: str | None, status: int) -> None:
-        rec = RequestRecord(req.method, req.path, req.query, route, status, req.headers, self.clock_now(),
-                            req.params)
+        rec = RequestRecord(req.method, req.path, req.query, route, status, req.headers, self.clock_now(), req.params)
         with self._lock:
             self.requests.append(rec)
 
     def count(self, method: str | None = None, route: str | None = None) -> int:
         method = method.upper() if method else None
         with self._lock:
-            return sum(1 for r in self.requests
-                       if (method is None or r.method == method) and (route is None or r.route == route))
+            return sum(
+                1
+                for r in self.requests
+                if (method is None or r.method == method) and (route is None or r.route == route)
+            )
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -166,13 +187,31 @@ class Simulator:
     def jobs(self) -> dict[str, BatchJob]:
         return self.batch.jobs
 
-    def add_batch_job(self, kind: str = "events", job_id: str | None = None, duration: float = 0.0,
-                      imports: int = 10, errors: int = 0, page_size: int = 100, final_status: str | None = None,
-                      error_codes: tuple[str, ...] = ("invalid_field", "required_field"),
-                      retry_after_while_processing: float | str | None = None,
-                      imports_page_size: int | None = None) -> str:
-        return self.batch.add(kind, job_id, duration, imports, errors, page_size, final_status, error_codes,
-                              retry_after_while_processing, imports_page_size)
+    def add_batch_job(
+        self,
+        kind: str = "events",
+        job_id: str | None = None,
+        duration: float = 0.0,
+        imports: int = 10,
+        errors: int = 0,
+        page_size: int = 100,
+        final_status: str | None = None,
+        error_codes: tuple[str, ...] = ("invalid_field", "required_field"),
+        retry_after_while_processing: float | str | None = None,
+        imports_page_size: int | None = None,
+    ) -> str:
+        return self.batch.add(
+            kind,
+            job_id,
+            duration,
+            imports,
+            errors,
+            page_size,
+            final_status,
+            error_codes,
+            retry_after_while_processing,
+            imports_page_size,
+        )
 
     def expected_records(self, job_id: str, which: str = "errors") -> list[dict]:
         return self.batch.expected_records(job_id, which)
@@ -183,16 +222,43 @@ class Simulator:
     def operations(self) -> dict[str, Operation]:
         return self.exports.operations
 
-    def add_operation(self, op_id: str | None = None, duration: float = 0.0, final_state: str = "COMPLETED",
-                      error_details: str | None = None, progress_steps: int = 4,
-                      results_shape: str = "searchExportId", size: int = 1 << 20, url_ttl: float = 300.0,
-                      range_support: bool = True, reset_after_bytes: int | None = None, reset_count: int = 1,
-                      truncate_gzip: bool = False, truncate_count: int = 1, filename: str = "export.ndjson.gz",
-                      file_format: str = "ndjson", export_id: str | None = None) -> str:
-        return self.exports.add_operation(op_id, duration, final_state, error_details, progress_steps,
-                                          results_shape, size, url_ttl, range_support, reset_after_bytes,
-                                          reset_count, truncate_gzip, truncate_count, filename, file_format,
-                                          export_id)
+    def add_operation(
+        self,
+        op_id: str | None = None,
+        duration: float = 0.0,
+        final_state: str = "COMPLETED",
+        error_details: str | None = None,
+        progress_steps: int = 4,
+        results_shape: str = "searchExportId",
+        size: int = 1 << 20,
+        url_ttl: float = 300.0,
+        range_support: bool = True,
+        reset_after_bytes: int | None = None,
+        reset_count: int = 1,
+        truncate_gzip: bool = False,
+        truncate_count: int = 1,
+        filename: str = "export.ndjson.gz",
+        file_format: str = "ndjson",
+        export_id: str | None = None,
+    ) -> str:
+        return self.exports.add_operation(
+            op_id,
+            duration,
+            final_state,
+            error_details,
+            progress_steps,
+            results_shape,
+            size,
+            url_ttl,
+            range_support,
+            reset_after_bytes,
+            reset_count,
+            truncate_gzip,
+            truncate_count,
+            filename,
+            file_format,
+            export_id,
+        )
 
     def export_id(self, op_id: str) -> str:
         return self.exports.operations[op_id].export_id
@@ -216,8 +282,15 @@ class Simulator:
     def bundles(self) -> dict[str, Bundle]:
         return self.legacy.bundles
 
-    def add_bundles(self, count: int, size: int = 1 << 20, start: int = 1_700_000_000, span: int = 3600,
-                    available_at: float | None = None, **download_options: Any) -> list[str]:
+    def add_bundles(
+        self,
+        count: int,
+        size: int = 1 << 20,
+        start: int = 1_700_000_000,
+        span: int = 3600,
+        available_at: float | None = None,
+        **download_options: Any,
+    ) -> list[str]:
         return self.legacy.add_bundles(count, size, start, span, available_at, **download_options)
 
     def bundle_sha256(self, bundle_id: str | int) -> str:

@@ -66,6 +66,8 @@ def worker_factory(dev_env, sim, tmp_path):
                 "FULLSTORY_EXPORT_BASE_URL": sim.base_url,
                 "FULLSTORY_TASK_QUEUE": task_queue,
                 "FULLSTORY_DATA_DIR": str(tmp_path / "data"),
+                # The test's own directory, as an operator would allow a volume (destinations live beside data/).
+                "FULLSTORY_ALLOWED_LOCATIONS": str(tmp_path),
                 "LOG_LEVEL": "INFO",
                 **env,
             },

@@ -40,32 +40,60 @@ async def record(env: WorkflowEnvironment, sim: Simulator, name: str, workflow: 
 
 async def main() -> None:
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(VENV_BIN / "temporal-test-server"), data_converter=DATA_CONVERTER)
+        test_server_existing_path=str(VENV_BIN / "temporal-test-server"), data_converter=DATA_CONVERTER
+    )
     OUT.mkdir(exist_ok=True)
     try:
         with Simulator(api_key=API_KEY) as sim, tempfile.TemporaryDirectory() as tmp:
             data = Path(tmp)
             sim.clock = await TemporalClock.start(env)
             job = sim.add_batch_job(kind="events", duration=300, imports=10, errors=7, page_size=3)
-            await record(env, sim, "batch_import_watch_failed", "BatchImportWorkflow",
-                         {"kind": "events", "job_id": job, "collect_imports": True}, data)
+            await record(
+                env,
+                sim,
+                "batch_import_watch_failed",
+                "BatchImportWorkflow",
+                {"kind": "events", "job_id": job, "collect_imports": True},
+                data,
+            )
             sim.batch_defaults.update(duration=60, errors=0)
-            await record(env, sim, "batch_import_create_completed", "BatchImportWorkflow",
-                         {"kind": "users", "requests": [{"uid": f"u{i}"} for i in range(5)]}, data)
-            await record(env, sim, "batch_import_not_found", "BatchImportWorkflow",
-                         {"kind": "users", "job_id": "missing="}, data)
+            await record(
+                env,
+                sim,
+                "batch_import_create_completed",
+                "BatchImportWorkflow",
+                {"kind": "users", "requests": [{"uid": f"u{i}"} for i in range(5)]},
+                data,
+            )
+            await record(
+                env, sim, "batch_import_not_found", "BatchImportWorkflow", {"kind": "users", "job_id": "missing="}, data
+            )
             op = sim.add_operation(duration=0, size=4096)
             await record(env, sim, "operation_completed", "OperationWorkflow", {"operation_id": op}, data)
             sim.export_defaults.update(duration=0, size=8192)
-            await record(env, sim, "segment_export_create", "SegmentExportWorkflow",
-                         {"segment_id": "everyone", "time_range": {"start": "2026-11-01T00:00:00Z",
-                                                                   "end": "2026-11-02T00:00:00Z"},
-                          "destination": str(data / "exports")}, data)
+            await record(
+                env,
+                sim,
+                "segment_export_create",
+                "SegmentExportWorkflow",
+                {
+                    "segment_id": "everyone",
+                    "time_range": {"start": "2026-11-01T00:00:00Z", "end": "2026-11-02T00:00:00Z"},
+                    "destination": str(data / "exports"),
+                },
+                data,
+            )
             failed = sim.add_operation(duration=0, final_state="FAILED", error_details="too big")
             await record(env, sim, "segment_export_failed", "SegmentExportWorkflow", {"operation_id": failed}, data)
             sim.add_bundles(5, size=2048, start=1_700_000_000, span=600)
-            await record(env, sim, "data_export_sync_continue_as_new", "DataExportSyncWorkflow",
-                         {"start": 1_700_000_000, "bundles_per_run": 3, "destination": str(data / "bundles")}, data)
+            await record(
+                env,
+                sim,
+                "data_export_sync_continue_as_new",
+                "DataExportSyncWorkflow",
+                {"start": 1_700_000_000, "bundles_per_run": 3, "destination": str(data / "bundles")},
+                data,
+            )
     finally:
         await env.shutdown()
 

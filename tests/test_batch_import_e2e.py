@@ -18,13 +18,18 @@ ERRORS_ROUTE = "/v2/{kind}/batch/{job_id}/errors"
 
 
 async def test_sigkill_mid_wait_and_mid_page_walk_loses_and_duplicates_nothing(dev_env, sim, worker_factory, tmp_path):
-    job_id = sim.add_batch_job(kind="events", duration=4, imports=1000, errors=5000, page_size=100,
-                               retry_after_while_processing=1)
+    job_id = sim.add_batch_job(
+        kind="events", duration=4, imports=1000, errors=5000, page_size=100, retry_after_while_processing=1
+    )
     sim.page_delay = 0.05  # 50 pages take a few seconds: time to kill the worker in the middle
     worker = worker_factory().start()
     handle = await dev_env.client.start_workflow(
-        "BatchImportWorkflow", {"kind": "events", "job_id": job_id}, id=batch_workflow_id("events", job_id),
-        task_queue=worker_factory.task_queue, result_type=BatchImportResult)
+        "BatchImportWorkflow",
+        {"kind": "events", "job_id": job_id},
+        id=batch_workflow_id("events", job_id),
+        task_queue=worker_factory.task_queue,
+        result_type=BatchImportResult,
+    )
 
     await wait_until(lambda: sim.count(route=STATUS_ROUTE) >= 2, what="the worker to be waiting")
     worker.kill()  # 1: while it waits for the job

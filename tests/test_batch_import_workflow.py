@@ -22,7 +22,6 @@ ERRORS_ROUTE = "/v2/{kind}/batch/{job_id}/errors"
 IMPORTS_ROUTE = "/v2/{kind}/batch/{job_id}/imports"
 
 
-
 @pytest_asyncio.fixture(autouse=True)
 async def _simulator_on_server_time(ts_env, sim):
     """Jobs, operations and rate limits in the simulator run on the time-skipping server's clock."""
@@ -35,7 +34,10 @@ def read_ndjson(path: str | Path) -> list[dict]:
 
 async def start(env, task_queue, inp, wf_id=None):
     return await env.client.start_workflow(
-        "BatchImportWorkflow", inp, id=wf_id or f"test-{uuid.uuid4().hex}", task_queue=task_queue,
+        "BatchImportWorkflow",
+        inp,
+        id=wf_id or f"test-{uuid.uuid4().hex}",
+        task_queue=task_queue,
         result_type=BatchImportResult,
     )
 
@@ -52,6 +54,7 @@ async def failure_of(handle) -> ApplicationError:
     return cause
 
 
+@pytest.mark.e2e  # ~7 s: hours of simulated polling; `make test-fast` skips it
 async def test_six_hour_job_with_an_hour_long_retry_after(ts_env, sim, tmp_path):
     t0 = await server_time(ts_env)
     job_id = sim.add_batch_job(kind="events", duration=6 * 3600, imports=40, errors=3, page_size=2)
@@ -189,8 +192,13 @@ async def test_a_second_start_of_the_same_job_joins_the_first(ts_env, sim, tmp_p
     async with running_worker(ts_env.client, sim.base_url, tmp_path) as tq:
         h1 = await start(ts_env, tq, {"kind": "events", "job_id": job_id}, wf_id)
         h2 = await ts_env.client.start_workflow(
-            "BatchImportWorkflow", {"kind": "events", "job_id": job_id}, id=wf_id, task_queue=tq,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING, result_type=BatchImportResult)
+            "BatchImportWorkflow",
+            {"kind": "events", "job_id": job_id},
+            id=wf_id,
+            task_queue=tq,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            result_type=BatchImportResult,
+        )
         assert h2.result_run_id == h1.result_run_id
         assert (await h2.result()) == (await h1.result())
 

@@ -26,12 +26,21 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def cli(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None, timeout: float = 60):
-    return subprocess.run([sys.executable, str(REPO / "cli.py"), *args], cwd=cwd, env=env or clean_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(REPO / "cli.py"), *args],
+        cwd=cwd,
+        env=env or clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
-@pytest.mark.parametrize("argv", [[], ["worker"], ["demo"], ["start"], ["status"], ["result"],
-                                  *[["start", job.command] for job in JOBS]], ids=lambda a: " ".join(a) or "top")
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["worker"], ["demo"], ["start"], ["status"], ["result"], *[["start", job.command] for job in JOBS]],
+    ids=lambda a: " ".join(a) or "top",
+)
 def test_every_command_has_help(argv, capsys):
     with pytest.raises(SystemExit) as exit_:
         make_parser().parse_args([*argv, "--help"])
@@ -56,42 +65,55 @@ def parse_start(*argv: str):
 
 
 def test_flags_become_a_validated_input(tmp_path):
-    model = parse_start("batch-import", "--kind", "users", "--job-id", "J1=", "--timeout", "PT6H",
-                        "--collect-imports")
+    model = parse_start("batch-import", "--kind", "users", "--job-id", "J1=", "--timeout", "PT6H", "--collect-imports")
     assert model == BatchImportInput(kind="users", job_id="J1=", timeout=21600, collect_imports=True)
     (tmp_path / "reqs.json").write_text(json.dumps([{"uid": "u1"}, {"uid": "u2"}]))
     model = parse_start("batch-import", "--kind", "users", "--requests", f"@{tmp_path / 'reqs.json'}")
     assert model.requests == [{"uid": "u1"}, {"uid": "u2"}]
-    model = parse_start("segment-export", "--segment-id", "seg", "--format", "FORMAT_CSV",
-                        "--time-range", '{"start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z"}',
-                        "--no-verify-gzip")
+    model = parse_start(
+        "segment-export",
+        "--segment-id",
+        "seg",
+        "--format",
+        "FORMAT_CSV",
+        "--time-range",
+        '{"start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z"}',
+        "--no-verify-gzip",
+    )
     assert isinstance(model, SegmentExportInput) and model.format == "FORMAT_CSV" and model.verify_gzip is False
     # --input gives the whole input; flags override it.
-    model = parse_start("data-export-sync", "--input", '{"start": 1700000000, "follow": true}', "--no-follow",
-                        "--stop", "1700003600")
+    model = parse_start(
+        "data-export-sync", "--input", '{"start": 1700000000, "follow": true}', "--no-follow", "--stop", "1700003600"
+    )
     assert (model.start, model.stop, model.follow) == (1700000000, 1700003600, False)
 
 
-@pytest.mark.parametrize("argv, expected", [
-    (["batch-import", "--kind", "events"], "exactly one of job_id"),
-    (["batch-import", "--kind", "events", "--requests", "[{"], "--requests: not valid JSON"),
-    (["batch-import", "--kind", "events", "--requests", "@/nonexistent.json"], "cannot read /nonexistent.json"),
-    (["segment-export", "--operation-id", "op", "--timeout", "-5"], "timeout"),
-    (["data-export-sync", "--input", "[1]"], "must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["batch-import", "--kind", "events"], "exactly one of job_id"),
+        (["batch-import", "--kind", "events", "--requests", "[{"], "--requests: not valid JSON"),
+        (["batch-import", "--kind", "events", "--requests", "@/nonexistent.json"], "cannot read /nonexistent.json"),
+        (["segment-export", "--operation-id", "op", "--timeout", "-5"], "timeout"),
+        (["data-export-sync", "--input", "[1]"], "must be a JSON object"),
+    ],
+)
 def test_bad_inputs_are_usage_errors(argv, expected):
     with pytest.raises(UsageError, match=None) as err:
         parse_start(*argv)
     assert expected in str(err.value) and "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("argv, expected", [
-    (["start", "batch-import", "--kind", "frogs", "--job-id", "x"], "invalid choice: 'frogs'"),
-    (["start", "batch-import", "--kind", "events"], "exactly one of job_id"),
-    (["frobnicate"], "invalid choice"),
-    (["--log-level", "LOUD"], "invalid choice"),
-    (["status"], "required: workflow_id"),
-])
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["start", "batch-import", "--kind", "frogs", "--job-id", "x"], "invalid choice: 'frogs'"),
+        (["start", "batch-import", "--kind", "events"], "exactly one of job_id"),
+        (["frobnicate"], "invalid choice"),
+        (["--log-level", "LOUD"], "invalid choice"),
+        (["status"], "required: workflow_id"),
+    ],
+)
 def test_bad_arguments_get_a_one_line_error_and_exit_2(argv, expected):
     proc = cli(*argv)
     assert proc.returncode == 2, proc.stderr
@@ -110,8 +132,7 @@ def test_no_temporal_is_one_line_and_exit_2(tmp_path):
 def test_make_run_then_start_status_and_result_from_a_fresh_directory(tmp_path):
     """No settings at all, as on a fresh clone: the worker starts the dev server and the simulator; the CLI,
     run from the same directory, finds that server and gets a batch import's result."""
-    worker = WorkerProcess(tmp_path / "worker.log", clean_env(FULLSTORY_DATA_DIR=str(tmp_path / "data")),
-                           cwd=tmp_path)
+    worker = WorkerProcess(tmp_path / "worker.log", clean_env(FULLSTORY_DATA_DIR=str(tmp_path / "data")), cwd=tmp_path)
     try:
         worker.start(timeout=90)
         log = worker.log()
@@ -138,7 +159,7 @@ def test_make_run_then_start_status_and_result_from_a_fresh_directory(tmp_path):
 
         # Starting the same job again (now finished) watches it again under the same id: no new job at Fullstory.
         again = cli("start", "batch-import", "--kind", "events", "--job-id", "X", "--wait", cwd=tmp_path)
-        assert again.returncode == 0 and json.loads(again.stdout[again.stdout.index("{"):])["job_id"] == "X"
+        assert again.returncode == 0 and json.loads(again.stdout[again.stdout.index("{") :])["job_id"] == "X"
 
         missing = cli("result", "no-such-workflow", cwd=tmp_path)
         assert missing.returncode == 2 and "no workflow 'no-such-workflow'" in missing.stderr
@@ -159,4 +180,6 @@ def test_demo_runs_two_imports_to_their_results(tmp_path):
         text = text[end:]
     # 25 events and 12 users sent; the demo simulator fails 3 of each; errors and imports are both collected.
     assert [(r["kind"], r["status"], r["imports"], r["errors"], r["records_collected"]) for r in results] == [
-        ("events", "FAILED", 22, 3, 25), ("users", "FAILED", 9, 3, 12)]
+        ("events", "FAILED", 22, 3, 25),
+        ("users", "FAILED", 9, 3, 12),
+    ]

@@ -39,7 +39,10 @@ def test_no_error_type_is_spelled_outside_the_catalogue():
     offenders = []
     for path in [*(REPO / "workflows").glob("*.py"), *(REPO / "activities").glob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "ApplicationError":
+            if (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "id", getattr(node.func, "attr", "")) == "ApplicationError"
+            ):
                 for kw in node.keywords:
                     if kw.arg == "type" and isinstance(kw.value, ast.Constant):
                         offenders.append(f"{path.name}:{node.lineno}")

@@ -20,7 +20,6 @@ from workflows.data_export_sync import DataExportSyncResult
 GET_ROUTE = "/api/v1/export/get"
 
 
-
 @pytest_asyncio.fixture(autouse=True)
 async def _simulator_on_server_time(ts_env, sim):
     """Jobs, operations and rate limits in the simulator run on the time-skipping server's clock."""
@@ -34,8 +33,11 @@ async def run_chain(client, wf_id: str, first_run_id: str) -> list[int]:
         history = await client.get_workflow_handle(wf_id, run_id=run_id).fetch_history()
         sizes.append(len(history.events))
         last = history.events[-1]
-        run_id = (last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
-                  if last.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW else None)
+        run_id = (
+            last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+            if last.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
+            else None
+        )
     return sizes
 
 
@@ -43,6 +45,7 @@ def stored_files(root: Path) -> list[Path]:
     return sorted(p for p in root.glob("*.json.gz"))
 
 
+@pytest.mark.e2e  # ~5 s: 30 simulated minutes of rate-limited downloads; `make test-fast` skips it
 async def test_sixty_bundles_at_two_a_minute_continue_as_new_and_end_at_the_last_stop(ts_env, sim, tmp_path):
     sim.legacy_burst, sim.legacy_per_minute = 2, 2
     ids = sim.add_bundles(60, size=4096, start=1_700_000_000, span=3600)
@@ -50,8 +53,12 @@ async def test_sixty_bundles_at_two_a_minute_continue_as_new_and_end_at_the_last
     wf_id = f"sync-{uuid.uuid4().hex}"
     async with running_worker(ts_env.client, sim.base_url, tmp_path) as tq:
         handle = await ts_env.client.start_workflow(
-            "DataExportSyncWorkflow", {"start": 1_699_000_000, "destination": str(dest), "bundles_per_run": 25},
-            id=wf_id, task_queue=tq, result_type=DataExportSyncResult)
+            "DataExportSyncWorkflow",
+            {"start": 1_699_000_000, "destination": str(dest), "bundles_per_run": 25},
+            id=wf_id,
+            task_queue=tq,
+            result_type=DataExportSyncResult,
+        )
         t0 = await server_time(ts_env)
         result = await handle.result()
     assert result.cursor == 1_700_000_000 + 60 * 3600 and result.bundles == 60
@@ -70,10 +77,15 @@ async def test_sixty_bundles_at_two_a_minute_continue_as_new_and_end_at_the_last
 async def test_stop_finishes_at_the_cursor(ts_env, sim, tmp_path):
     sim.add_bundles(10, size=1024, start=1_700_000_000, span=600)
     async with running_worker(ts_env.client, sim.base_url, tmp_path) as tq:
-        result = await (await ts_env.client.start_workflow(
-            "DataExportSyncWorkflow", {"start": 1_700_000_000, "stop": 1_700_000_000 + 4 * 600,
-                                       "destination": str(tmp_path / "d")},
-            id=f"s-{uuid.uuid4().hex}", task_queue=tq, result_type=DataExportSyncResult)).result()
+        result = await (
+            await ts_env.client.start_workflow(
+                "DataExportSyncWorkflow",
+                {"start": 1_700_000_000, "stop": 1_700_000_000 + 4 * 600, "destination": str(tmp_path / "d")},
+                id=f"s-{uuid.uuid4().hex}",
+                task_queue=tq,
+                result_type=DataExportSyncResult,
+            )
+        ).result()
     assert (result.cursor, result.bundles) == (1_700_000_000 + 4 * 600, 4)
     assert len(stored_files(tmp_path / "d")) == 4
 
@@ -83,9 +95,11 @@ async def test_follow_picks_up_a_bundle_that_appears_later(ts_env, sim, tmp_path
     sim.add_bundles(2, size=1024, start=now - 7200, span=3600)
     async with running_worker(ts_env.client, sim.base_url, tmp_path) as tq:
         handle = await ts_env.client.start_workflow(
-            "DataExportSyncWorkflow", {"start": now - 7200, "follow": True, "poll_interval": "PT1H",
-                                       "destination": str(tmp_path / "f")},
-            id=f"f-{uuid.uuid4().hex}", task_queue=tq)
+            "DataExportSyncWorkflow",
+            {"start": now - 7200, "follow": True, "poll_interval": "PT1H", "destination": str(tmp_path / "f")},
+            id=f"f-{uuid.uuid4().hex}",
+            task_queue=tq,
+        )
         result = asyncio.create_task(handle.result())  # time skips only while a result is awaited
         while len(stored_files(tmp_path / "f")) < 2:
             await asyncio.sleep(0.05)
@@ -106,25 +120,35 @@ async def test_already_stored_bundle_is_skipped_not_downloaded_again(ts_env, sim
     dest = tmp_path / "again"
     async with running_worker(ts_env.client, sim.base_url, tmp_path) as tq:
         for _ in range(2):
-            result = await (await ts_env.client.start_workflow(
-                "DataExportSyncWorkflow", {"start": 1_700_000_000, "destination": str(dest)},
-                id=f"a-{uuid.uuid4().hex}", task_queue=tq, result_type=DataExportSyncResult)).result()
+            result = await (
+                await ts_env.client.start_workflow(
+                    "DataExportSyncWorkflow",
+                    {"start": 1_700_000_000, "destination": str(dest)},
+                    id=f"a-{uuid.uuid4().hex}",
+                    task_queue=tq,
+                    result_type=DataExportSyncResult,
+                )
+            ).result()
             assert result.bundles == 3
     assert sim.count(route=GET_ROUTE) == 3
     manifest = json.loads((dest / "manifest.json").read_text())
     assert set(manifest) == set(ids)
 
 
-@pytest.mark.parametrize("bad,hint", [
-    ({"start": -1}, "start"),
-    ({"start": 1_700_000_000, "stop": 1_600_000_000}, "stop must be after start"),
-    ({"start": 1_700_000_000, "follow": True, "stop": 1_800_000_000}, "follow"),
-    ({"start": 1_700_000_000, "poll_interval": 0}, "poll_interval"),
-])
+@pytest.mark.parametrize(
+    "bad,hint",
+    [
+        ({"start": -1}, "start"),
+        ({"start": 1_700_000_000, "stop": 1_600_000_000}, "stop must be after start"),
+        ({"start": 1_700_000_000, "follow": True, "stop": 1_800_000_000}, "follow"),
+        ({"start": 1_700_000_000, "poll_interval": 0}, "poll_interval"),
+    ],
+)
 async def test_bad_input_fails_before_any_download(ts_env, sim, tmp_path, bad, hint):
     async with running_worker(ts_env.client, sim.base_url, tmp_path) as tq:
-        handle = await ts_env.client.start_workflow("DataExportSyncWorkflow", bad, id=f"b-{uuid.uuid4().hex}",
-                                                    task_queue=tq)
+        handle = await ts_env.client.start_workflow(
+            "DataExportSyncWorkflow", bad, id=f"b-{uuid.uuid4().hex}", task_queue=tq
+        )
         with pytest.raises(WorkflowFailureError) as info:
             await handle.result()
     err = info.value.cause
@@ -138,8 +162,11 @@ async def test_unwritable_destination_fails_before_any_download(ts_env, sim, tmp
     blocker.write_text("not a directory")
     async with running_worker(ts_env.client, sim.base_url, tmp_path) as tq:
         handle = await ts_env.client.start_workflow(
-            "DataExportSyncWorkflow", {"start": 0, "destination": str(blocker / "sub")},
-            id=f"u-{uuid.uuid4().hex}", task_queue=tq)
+            "DataExportSyncWorkflow",
+            {"start": 0, "destination": str(blocker / "sub")},
+            id=f"u-{uuid.uuid4().hex}",
+            task_queue=tq,
+        )
         with pytest.raises(WorkflowFailureError) as info:
             await handle.result()
     err = info.value.cause

@@ -101,10 +101,17 @@ def env_names_read_in_code() -> set[str]:
     names = set()
     for path in [*sorted(REPO.glob("*.py")), *sorted((REPO / "activities").glob("*.py"))]:  # worker.py, cli.py
         for node in ast.walk(ast.parse(path.read_text())):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args
-                    and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)
-                    and (node.func.attr == "getenv"
-                         or (node.func.attr == "get" and ast.unparse(node.func.value).endswith("environ")))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[0].value, str)
+                and (
+                    node.func.attr == "getenv"
+                    or (node.func.attr == "get" and ast.unparse(node.func.value).endswith("environ"))
+                )
+            ):
                 names.add(node.args[0].value)
     return names
 
@@ -226,7 +233,12 @@ def test_kustomization_lists_every_manifest_and_sets_the_image() -> None:
     on_disk = sorted(p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
     assert sorted(listed) == on_disk
     assert {o["kind"] for o in k8s_objects().values()} >= {
-        "Deployment", "ConfigMap", "Secret", "PodDisruptionBudget", "HorizontalPodAutoscaler"}
+        "Deployment",
+        "ConfigMap",
+        "Secret",
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+    }
     assert container()["image"] in {img["name"] for img in kust.get("images", [])}
 
 
@@ -279,13 +291,21 @@ def test_every_env_var_in_the_manifests_is_a_real_setting() -> None:
     assert config_maps == [objects["ConfigMap"]["metadata"]["name"]]
     names = set(objects["ConfigMap"]["data"]) | {e["name"] for e in c.get("env", [])}
     unknown = unknown_env_names(names)
-    assert not unknown, ("not settings of infra/settings.py nor temporalio envconfig names "
-                         f"(a typo is silently ignored): {sorted(unknown)}")
+    assert not unknown, (
+        "not settings of infra/settings.py nor temporalio envconfig names "
+        f"(a typo is silently ignored): {sorted(unknown)}"
+    )
     assert "TEMPORAL_ADDRESS" in temporal_env_names() and "TEMPORAL_ADDRESS" in known
     assert set(objects["ConfigMap"]["data"]) >= {
-        "TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "FULLSTORY_BASE_URL", "FULLSTORY_TASK_QUEUE",
-        "FULLSTORY_EXPORT_DOWNLOADS_PER_MINUTE", "FULLSTORY_LISTEN_HOST", "FULLSTORY_HEALTH_PORT",
-        "FULLSTORY_METRICS_PORT"}
+        "TEMPORAL_ADDRESS",
+        "TEMPORAL_NAMESPACE",
+        "FULLSTORY_BASE_URL",
+        "FULLSTORY_TASK_QUEUE",
+        "FULLSTORY_EXPORT_DOWNLOADS_PER_MINUTE",
+        "FULLSTORY_LISTEN_HOST",
+        "FULLSTORY_HEALTH_PORT",
+        "FULLSTORY_METRICS_PORT",
+    }
     # The key comes from the mounted file, never as a plain env var.
     assert "FULLSTORY_API_KEY" not in names and "FULLSTORY_API_KEY_FILE" in names
 
@@ -397,7 +417,10 @@ def test_labels_tie_the_deployment_pdb_and_hpa_together() -> None:
     assert pdb["spec"]["minAvailable"] == 1
     target = hpa["spec"]["scaleTargetRef"]
     assert (target["apiVersion"], target["kind"], target["name"]) == (
-        deployment["apiVersion"], "Deployment", deployment["metadata"]["name"])
+        deployment["apiVersion"],
+        "Deployment",
+        deployment["metadata"]["name"],
+    )
     assert hpa["apiVersion"] == "autoscaling/v2"
     [metric] = hpa["spec"]["metrics"]
     assert metric["resource"]["name"] == "cpu"
@@ -444,8 +467,11 @@ def compose_healthcheck_argv() -> list[str]:
 
 async def run_compose_healthcheck(health_port: int) -> int:
     proc = await asyncio.create_subprocess_exec(
-        *compose_healthcheck_argv(), env={**os.environ, "FULLSTORY_HEALTH_PORT": str(health_port)},
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        *compose_healthcheck_argv(),
+        env={**os.environ, "FULLSTORY_HEALTH_PORT": str(health_port)},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     return await asyncio.wait_for(proc.wait(), 20)
 
 
@@ -475,8 +501,10 @@ async def test_probe_paths_and_the_compose_healthcheck_against_the_worker_health
     health = Health(temporal_check)
 
     async def statuses() -> dict[str, int]:
-        return {name: await asyncio.to_thread(http_status, f"http://127.0.0.1:{port}{path}")
-                for name, path in probes.items()}
+        return {
+            name: await asyncio.to_thread(http_status, f"http://127.0.0.1:{port}{path}")
+            for name, path in probes.items()
+        }
 
     # Nothing listening yet (the worker is still connecting): the compose check fails.
     assert await run_compose_healthcheck(port) != 0
@@ -518,8 +546,12 @@ def test_the_compose_healthcheck_reads_the_status_code() -> None:
     port = server.server_address[1]
 
     def check() -> int:
-        return subprocess.run(compose_healthcheck_argv(), env={**os.environ, "FULLSTORY_HEALTH_PORT": str(port)},
-                              capture_output=True, timeout=20).returncode
+        return subprocess.run(
+            compose_healthcheck_argv(),
+            env={**os.environ, "FULLSTORY_HEALTH_PORT": str(port)},
+            capture_output=True,
+            timeout=20,
+        ).returncode
 
     try:
         assert check() == 0
@@ -556,14 +588,22 @@ def test_dockerfile_runs_the_worker_as_non_root() -> None:
 def run_console_script(*args: str) -> subprocess.CompletedProcess[str]:
     """`fullstory-jobs ARGS` as pyproject declares it (what the image's wrapper script runs), from the source tree."""
     module, _, attr = PYPROJECT["project"]["scripts"]["fullstory-jobs"].partition(":")
-    code = ("import importlib, sys\n"
-            f"sys.argv = ['fullstory-jobs', *{list(args)!r}]\n"
-            f"target = importlib.import_module({module!r})\n"
-            f"for name in {attr!r}.split('.'):\n"
-            "    target = getattr(target, name)\n"
-            "sys.exit(target())\n")
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    code = (
+        "import importlib, sys\n"
+        f"sys.argv = ['fullstory-jobs', *{list(args)!r}]\n"
+        f"target = importlib.import_module({module!r})\n"
+        f"for name in {attr!r}.split('.'):\n"
+        "    target = getattr(target, name)\n"
+        "sys.exit(target())\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
 
 
 def test_the_image_command_is_a_command_of_the_console_script() -> None:
@@ -609,8 +649,11 @@ def compose_spec_errors(doc: dict[str, Any]) -> list[str]:
 
     import jsonschema
 
-    schema = json.loads(importlib.resources.files(check_jsonschema.__name__).joinpath(
-        "builtin_schemas", "vendor", "compose-spec.json").read_text())
+    schema = json.loads(
+        importlib.resources.files(check_jsonschema.__name__)
+        .joinpath("builtin_schemas", "vendor", "compose-spec.json")
+        .read_text()
+    )
     errors = sorted(jsonschema.validators.validator_for(schema)(schema).iter_errors(doc), key=str)
     return [f"{list(e.absolute_path)}: {e.message}" for e in errors]
 
@@ -635,8 +678,9 @@ def test_compose_services_fit_together() -> None:
     # The simulator command: real flags of `python -m simulator`, and the worker points at it.
     argv = sim["entrypoint"]
     assert argv[:3] == ["python", "-m", "simulator"]
-    help_text = subprocess.run([sys.executable, "-m", "simulator", "--help"], capture_output=True, text=True,
-                               cwd=REPO, timeout=20).stdout
+    help_text = subprocess.run(
+        [sys.executable, "-m", "simulator", "--help"], capture_output=True, text=True, cwd=REPO, timeout=20
+    ).stdout
     for flag in (a for a in argv[3:] if a.startswith("--")):
         assert re.search(rf"(^|\s){re.escape(flag)}\b", help_text), f"python -m simulator has no {flag}"
     assert env["FULLSTORY_API_KEY"] == option(argv, "--api-key")
@@ -653,8 +697,9 @@ def test_compose_services_fit_together() -> None:
         assert host in services and port == "7233"
     temporal_env = compose_env(services["temporal"])
     assert temporal_env["DB"].startswith("postgres") and temporal_env["POSTGRES_SEEDS"] in services
-    assert "service_healthy" in json.dumps(services["temporal"].get("depends_on", {})) or \
-        "service_completed_successfully" in json.dumps(services["temporal"].get("depends_on", {}))
+    assert "service_healthy" in json.dumps(
+        services["temporal"].get("depends_on", {})
+    ) or "service_completed_successfully" in json.dumps(services["temporal"].get("depends_on", {}))
     assert "temporal" in json.dumps(worker["depends_on"])
 
     # Same image, graceful stop, the same data dir as the image, the same health check as Kubernetes.
@@ -689,8 +734,14 @@ def test_docker_compose_config_parses_offline() -> None:
     cli = compose_cli()
     if cli is None:
         pytest.skip("no compose CLI: the docker compose plugin is not installed (no engine needed, just the CLI)")
-    proc = subprocess.run([*cli, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, timeout=60,
-                          cwd=REPO, env={k: v for k, v in os.environ.items() if not k.startswith("TEMPORAL_")})
+    proc = subprocess.run(
+        [*cli, "-f", str(COMPOSE), "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env={k: v for k, v in os.environ.items() if not k.startswith("TEMPORAL_")},
+    )
     assert proc.returncode == 0, f"{shlex.join(cli)} config: {proc.stderr}"
     assert not re.search(r"(?i)\berror\b", proc.stderr), proc.stderr
 

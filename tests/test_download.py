@@ -24,12 +24,11 @@ from temporalio.testing import ActivityEnvironment
 
 import activities.download as download_module
 from activities.deps import ActivityDeps
-from activities.download import DownloadActivities, filename_from_disposition, sanitize_filename
+from activities.download import DownloadActivities, DownloadParams, filename_from_disposition, sanitize_filename
 from activities.fullstory_client import FullstoryClient
 from activities.gzip_check import GzipChecker, GzipCorrupt, ProcessGzipChecker, ThreadedGzipChecker
 from activities.storage import safe_name
 from helpers import API_KEY
-from activities.download import DownloadParams
 
 STORAGE = "/_storage/{export_id}/{filename}"
 RESULTS = "/search/v1/exports/{export_id}/results"
@@ -160,17 +159,22 @@ async def test_a_plain_url_that_is_not_found_is_final_and_leaves_nothing(sim, do
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("key,role,status,type_,hint", [
-    (API_KEY, "admin", 404, "FullstoryNotFound", "check the id"),
-    ("std-key-000", "standard", 403, "FullstoryForbidden", "Admin or Architect"),
-])
+@pytest.mark.parametrize(
+    "key,role,status,type_,hint",
+    [
+        (API_KEY, "admin", 404, "FullstoryNotFound", "check the id"),
+        ("std-key-000", "standard", 403, "FullstoryForbidden", "Admin or Architect"),
+    ],
+)
 async def test_api_errors_are_final_with_the_table_hint(sim, tmp_path, key, role, status, type_, hint):
     sim.add_key(key, role=role)
     op = sim.add_operation(size=1 << 20) if status == 403 else "op-unknown"
     client = FullstoryClient(key, sim.base_url, sim.base_url)
     try:
         with pytest.raises(ApplicationError) as info:
-            await DownloadActivities(ActivityDeps(client, str(tmp_path))).download(op_params(op), tmp_path / "e.part", tmp_path)
+            await DownloadActivities(ActivityDeps(client, str(tmp_path))).download(
+                op_params(op), tmp_path / "e.part", tmp_path
+            )
     finally:
         await client.aclose()
     assert info.value.type == type_ and info.value.non_retryable and hint in info.value.message
@@ -179,8 +183,9 @@ async def test_api_errors_are_final_with_the_table_hint(sim, tmp_path, key, role
 
 async def test_a_legacy_bundle_is_fetched_with_the_key_under_the_callers_name(sim, downloads, tmp_path):
     (bundle,) = sim.add_bundles(1, size=2 << 20)
-    params = DownloadParams.model_validate({"source": {"kind": "legacy_bundle", "bundle_id": int(bundle)},
-                                            "filename": f"1-2-{bundle}.json.gz"})
+    params = DownloadParams.model_validate(
+        {"source": {"kind": "legacy_bundle", "bundle_id": int(bundle)}, "filename": f"1-2-{bundle}.json.gz"}
+    )
     result = await downloads.download(params, tmp_path / "b.part", tmp_path)
     assert result.sha256 == sim.bundle_sha256(bundle) and result.filename == f"1-2-{bundle}.json.gz"
     (get,) = requests_to(sim, LEGACY_GET)
@@ -239,8 +244,7 @@ async def test_the_activity_resumes_from_its_heartbeat(sim, downloads, tmp_path)
     part = dest / f".{safe_name(env.info.workflow_id, 80)}-{safe_name(env.info.activity_id, 40)}.part"
     dest.mkdir(parents=True)
     part.write_bytes(data[: 3 << 20] + b"written after the last heartbeat")
-    env.info = dataclasses.replace(env.info, attempt=2,
-                                   heartbeat_details=[{"part": str(part), "bytes_done": 3 << 20}])
+    env.info = dataclasses.replace(env.info, attempt=2, heartbeat_details=[{"part": str(part), "bytes_done": 3 << 20}])
     beats = []
     env.on_heartbeat = lambda *d: beats.append(d[0]["bytes_done"] if d else None)
     served = sim.bytes_served(op)
@@ -259,7 +263,7 @@ def test_checkers_accept_multi_member_gzip(checker):
     data = gzip.compress(b"a" * 300_000) + gzip.compress(b"b" * 300_000) + gzip.compress(b"")
     c = checker()
     for i in range(0, len(data), 999):
-        c.feed(data[i:i + 999])
+        c.feed(data[i : i + 999])
     c.finish()
     assert c.members == 3
 
@@ -286,6 +290,7 @@ def test_checkers_stop_the_download_early_on_corrupt_data(checker):
 
 
 # --- operation source, Range off, resets within an attempt, expiry mid-body, truncation, names ---------------
+
 
 async def test_full_download_matches_the_simulator(sim, downloads, tmp_path):
     op = sim.add_operation(size=3 << 20, filename="my export.ndjson.gz")
@@ -370,7 +375,7 @@ def test_gzip_checker_accepts_multi_member_and_rejects_truncation():
     data = gzip.compress(b"a" * 100_000) + gzip.compress(b"b" * 100_000)
     checker = GzipChecker()
     for i in range(0, len(data), 1000):
-        checker.feed(data[i:i + 1000])
+        checker.feed(data[i : i + 1000])
     checker.finish()
     assert checker.members == 2
     cut = GzipChecker()
@@ -382,26 +387,32 @@ def test_gzip_checker_accepts_multi_member_and_rejects_truncation():
         bad.feed(b"\x1f\x8b\x08\x00" + b"\xff" * 100)
 
 
-@pytest.mark.parametrize("raw,expected", [
-    ("../../etc/passwd", "passwd"),
-    ("/abs/x.gz", "x.gz"),
-    ("a\\b.gz", "b.gz"),
-    ("", "default.gz"),
-    (None, "default.gz"),
-    ("..", "default.gz"),
-    (".hidden", "hidden"),
-    ("na me;rm -rf.gz", "na_me_rm_-rf.gz"),
-])
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        ("../../etc/passwd", "passwd"),
+        ("/abs/x.gz", "x.gz"),
+        ("a\\b.gz", "b.gz"),
+        ("", "default.gz"),
+        (None, "default.gz"),
+        ("..", "default.gz"),
+        (".hidden", "hidden"),
+        ("na me;rm -rf.gz", "na_me_rm_-rf.gz"),
+    ],
+)
 def test_sanitize_filename(raw, expected):
     assert sanitize_filename(raw, "default.gz") == expected
 
 
-@pytest.mark.parametrize("header,expected", [
-    ('attachment; filename="DataExport.json.gz"', "DataExport.json.gz"),
-    ("attachment; filename=plain.gz", "plain.gz"),
-    ("attachment; filename*=UTF-8''na%C3%AFve.gz", "naïve.gz"),
-    ("inline", None),
-    (None, None),
-])
+@pytest.mark.parametrize(
+    "header,expected",
+    [
+        ('attachment; filename="DataExport.json.gz"', "DataExport.json.gz"),
+        ("attachment; filename=plain.gz", "plain.gz"),
+        ("attachment; filename*=UTF-8''na%C3%AFve.gz", "naïve.gz"),
+        ("inline", None),
+        (None, None),
+    ],
+)
 def test_filename_from_content_disposition(header, expected):
     assert filename_from_disposition(header) == expected

@@ -29,8 +29,12 @@ async def test_sigkill_at_half_of_a_200_mib_download(dev_env, sim, worker_factor
     dest = tmp_path / "exports"
     worker = worker_factory().start()
     handle = await dev_env.client.start_workflow(
-        "SegmentExportWorkflow", {"operation_id": op_id, "destination": str(dest)},
-        id=segment_export_workflow_id(op_id), task_queue=worker_factory.task_queue, result_type=SegmentExportResult)
+        "SegmentExportWorkflow",
+        {"operation_id": op_id, "destination": str(dest)},
+        id=segment_export_workflow_id(op_id),
+        task_queue=worker_factory.task_queue,
+        result_type=SegmentExportResult,
+    )
     await wait_until(lambda: part_size(dest) >= SIZE // 2, timeout=120, what="half of the download")
     worker.kill()
     sim.storage_bytes_per_second = None
@@ -56,7 +60,8 @@ async def test_sigkill_at_half_of_a_200_mib_download(dev_env, sim, worker_factor
 
 
 async def test_two_workers_sync_ten_bundles_within_the_rate_while_one_is_killed_twice(
-        dev_env, sim, worker_factory, tmp_path):
+    dev_env, sim, worker_factory, tmp_path
+):
     sim.legacy_burst, sim.legacy_per_minute = 2, 60
     ids = sim.add_bundles(10, size=2 << 20, start=1_700_000_000, span=3600)
     sim.storage_bytes_per_second = 4 << 20  # each bundle takes ~0.5 s, so kills land mid-download
@@ -65,9 +70,12 @@ async def test_two_workers_sync_ten_bundles_within_the_rate_while_one_is_killed_
     a = worker_factory(**rate).start()
     worker_factory(**rate).start()  # b: runs throughout
     handle = await dev_env.client.start_workflow(
-        "DataExportSyncWorkflow", {"start": 1_600_000_000, "destination": str(dest)},
-        id=f"sync-{worker_factory.task_queue}", task_queue=worker_factory.task_queue,
-        result_type=DataExportSyncResult)
+        "DataExportSyncWorkflow",
+        {"start": 1_600_000_000, "destination": str(dest)},
+        id=f"sync-{worker_factory.task_queue}",
+        task_queue=worker_factory.task_queue,
+        result_type=DataExportSyncResult,
+    )
     for n in (3, 6):
         await wait_until(lambda n=n: len(list(dest.glob("*.json.gz"))) >= n, timeout=120, what=f"{n} bundles")
         a.kill()
@@ -80,7 +88,11 @@ async def test_two_workers_sync_ten_bundles_within_the_rate_while_one_is_killed_
     manifest = json.loads((dest / "manifest.json").read_text())
     for bundle_id in ids:
         (path,) = [f for f in files if f.name.endswith(f"-{bundle_id}.json.gz")]
-        assert hashlib.sha256(path.read_bytes()).hexdigest() == sim.bundle_sha256(bundle_id) == manifest[bundle_id]["sha256"]
+        assert (
+            hashlib.sha256(path.read_bytes()).hexdigest()
+            == sim.bundle_sha256(bundle_id)
+            == manifest[bundle_id]["sha256"]
+        )
     assert not list(dest.glob("*.part"))
     # The server-side rate limit kept both workers under the simulator's limit (a stray 429 is honoured, not fatal).
     assert sim.legacy_429s <= 2, sim.legacy_429s

@@ -25,10 +25,10 @@ from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client, WorkflowHandle
 
 from activities.legacy_export import file_sha256
-from infra.data_converter import DATA_CONVERTER
-from helpers import API_KEY, WorkerProcess, free_port, stop_process, wait_until
-from infra.worker_host import find_binary
 from activities.operations import Operation
+from helpers import API_KEY, WorkerProcess, free_port, stop_process, wait_until
+from infra.data_converter import DATA_CONVERTER
+from infra.worker_host import find_binary
 from workflows.batch_import import BatchImportResult, batch_workflow_id
 from workflows.data_export_sync import DataExportSyncResult
 from workflows.operation import operation_workflow_id
@@ -106,7 +106,8 @@ FROZEN_BYTES_PER_SECOND, FROZEN_PAGE_DELAY = 32 << 10, 3.0  # while B starts, un
 
 
 async def test_sigkill_one_of_two_workers_the_other_finishes_every_workflow_exactly(
-        dev_env, sim, worker_factory, tmp_path):
+    dev_env, sim, worker_factory, tmp_path
+):
     t_start = time.monotonic()
     client = dev_env.client
     tq = worker_factory.task_queue
@@ -119,8 +120,14 @@ async def test_sigkill_one_of_two_workers_the_other_finishes_every_workflow_exac
     sim.storage_bytes_per_second = SLOW_BYTES_PER_SECOND
     sim.batch_defaults.update(duration=1, errors=EVENTS_ERRORS, page_size=10, retry_after_while_processing=1)
     sim.export_defaults.update(size=EXPORT_SIZE, duration=1)
-    users_job_id = sim.add_batch_job(kind="users", duration=3600, imports=USERS_IMPORTS, errors=USERS_ERRORS,
-                                     page_size=20, retry_after_while_processing=1)  # waiting at the kill
+    users_job_id = sim.add_batch_job(
+        kind="users",
+        duration=3600,
+        imports=USERS_IMPORTS,
+        errors=USERS_ERRORS,
+        page_size=20,
+        retry_after_while_processing=1,
+    )  # waiting at the kill
     op_id = sim.add_operation(duration=3600, size=1 << 20)  # waiting at the kill
     bundle_ids = sim.add_bundles(BUNDLES, size=BUNDLE_SIZE, start=BUNDLE_START, span=BUNDLE_SPAN)
     stop = BUNDLE_START + BUNDLES_WANTED * BUNDLE_SPAN
@@ -128,23 +135,52 @@ async def test_sigkill_one_of_two_workers_the_other_finishes_every_workflow_exac
     a = worker_factory(**env).start()
 
     sync = await client.start_workflow(
-        "DataExportSyncWorkflow", {"start": 1_600_000_000, "stop": stop, "destination": str(bundles_dest)},
-        id=f"fullstory-data-export-sync-failover-{tq}", task_queue=tq, result_type=DataExportSyncResult)
+        "DataExportSyncWorkflow",
+        {"start": 1_600_000_000, "stop": stop, "destination": str(bundles_dest)},
+        id=f"fullstory-data-export-sync-failover-{tq}",
+        task_queue=tq,
+        result_type=DataExportSyncResult,
+    )
     events = await client.start_workflow(
         "BatchImportWorkflow",
-        {"kind": "events", "requests": [{"name": "Signup", "user": {"uid": f"u-{i}"}, "properties": {"seq": i}}
-                                        for i in range(EVENTS_REQUESTS)]},
-        id=f"fullstory-batch-events-failover-{tq}", task_queue=tq, result_type=BatchImportResult)
+        {
+            "kind": "events",
+            "requests": [
+                {"name": "Signup", "user": {"uid": f"u-{i}"}, "properties": {"seq": i}} for i in range(EVENTS_REQUESTS)
+            ],
+        },
+        id=f"fullstory-batch-events-failover-{tq}",
+        task_queue=tq,
+        result_type=BatchImportResult,
+    )
     users = await client.start_workflow(
-        "BatchImportWorkflow", {"kind": "users", "job_id": users_job_id, "collect_imports": True},
-        id=batch_workflow_id("users", users_job_id), task_queue=tq, result_type=BatchImportResult)
+        "BatchImportWorkflow",
+        {"kind": "users", "job_id": users_job_id, "collect_imports": True},
+        id=batch_workflow_id("users", users_job_id),
+        task_queue=tq,
+        result_type=BatchImportResult,
+    )
     operation = await client.start_workflow(
-        "OperationWorkflow", {"operation_id": op_id, "max_poll_interval": 2},
-        id=operation_workflow_id(op_id), task_queue=tq, result_type=Operation)
+        "OperationWorkflow",
+        {"operation_id": op_id, "max_poll_interval": 2},
+        id=operation_workflow_id(op_id),
+        task_queue=tq,
+        result_type=Operation,
+    )
     export = await client.start_workflow(
-        "SegmentExportWorkflow", {"segment_id": "everyone", "type": "TYPE_EVENT", "format": "FORMAT_NDJSON",
-                                  "time_range": TIME_RANGE, "timezone": "America/New_York", "max_poll_interval": 2},
-        id=segment_export_workflow_id(f"failover-{tq}"), task_queue=tq, result_type=SegmentExportResult)
+        "SegmentExportWorkflow",
+        {
+            "segment_id": "everyone",
+            "type": "TYPE_EVENT",
+            "format": "FORMAT_NDJSON",
+            "time_range": TIME_RANGE,
+            "timezone": "America/New_York",
+            "max_poll_interval": 2,
+        },
+        id=segment_export_workflow_id(f"failover-{tq}"),
+        task_queue=tq,
+        result_type=SegmentExportResult,
+    )
     handles = [sync, events, users, operation, export]
 
     # A alone picks everything up: it walks the events' error pages and downloads the export and a bundle,
@@ -174,12 +210,18 @@ async def test_sigkill_one_of_two_workers_the_other_finishes_every_workflow_exac
     sim.storage_bytes_per_second = None
     finish_soon(sim, sim.jobs[users_job_id], 2)
     finish_soon(sim, sim.operations[op_id], 2)
-    at_kill = {"export part": part_bytes(export_dir), "bundle part": part_bytes(bundles_dest),
-               "error pages": sim.count(route=ERRORS_ROUTE)}
-    beats = sorted((t, {k: v for k, v in beat.items() if k in ("records", "bytes_done")})
-                   for t, _, beat in held.values())
-    print(f"\nkilled worker A ({a_id}) {time.monotonic() - t_start:.1f}s after the test began; at the kill: "
-          f"{at_kill}; it held (last heartbeats): {beats}")
+    at_kill = {
+        "export part": part_bytes(export_dir),
+        "bundle part": part_bytes(bundles_dest),
+        "error pages": sim.count(route=ERRORS_ROUTE),
+    }
+    beats = sorted(
+        (t, {k: v for k, v in beat.items() if k in ("records", "bytes_done")}) for t, _, beat in held.values()
+    )
+    print(
+        f"\nkilled worker A ({a_id}) {time.monotonic() - t_start:.1f}s after the test began; at the kill: "
+        f"{at_kill}; it held (last heartbeats): {beats}"
+    )
     takers: set[str] = set()
 
     async def moved():
@@ -219,11 +261,15 @@ async def test_sigkill_one_of_two_workers_the_other_finishes_every_workflow_exac
     keys = {r.headers.get("idempotency-key") for r in sim.requests if r.route == CREATE_ROUTE}
     assert len(keys) == 1 and None not in keys
     assert (events_result.status, events_result.imports, events_result.errors) == (
-        "FAILED", EVENTS_REQUESTS - EVENTS_ERRORS, EVENTS_ERRORS)
+        "FAILED",
+        EVENTS_REQUESTS - EVENTS_ERRORS,
+        EVENTS_ERRORS,
+    )
     errors_path = Path(events_result.errors_location)
     assert errors_path.is_relative_to(data)
     assert [json.loads(x) for x in errors_path.read_text().splitlines()] == sim.expected_records(
-        events_result.job_id, "errors")
+        events_result.job_id, "errors"
+    )
     assert events_result.records_collected == EVENTS_ERRORS == sum(events_result.error_codes.values())
     assert sim.count(route=ERRORS_ROUTE) < EVENTS_ERRORS // 10 + USERS_ERRORS // 20 + at_kill["error pages"]
 
@@ -249,7 +295,10 @@ async def test_sigkill_one_of_two_workers_the_other_finishes_every_workflow_exac
 
     # The sync: the 4 bundles before `stop`, each stored once, the manifest right; the 5th not fetched.
     assert (sync_result.bundles, sync_result.cursor, sync_result.bytes) == (
-        BUNDLES_WANTED, stop, BUNDLES_WANTED * BUNDLE_SIZE)
+        BUNDLES_WANTED,
+        stop,
+        BUNDLES_WANTED * BUNDLE_SIZE,
+    )
     files = sorted(bundles_dest.glob("*.json.gz"))
     assert len(files) == BUNDLES_WANTED
     manifest = json.loads((bundles_dest / "manifest.json").read_text())
@@ -274,6 +323,7 @@ async def test_sigkill_one_of_two_workers_the_other_finishes_every_workflow_exac
 
 # --- 2. the Temporal dev server restarts mid-wait ---------------------------------------------------------
 
+
 class DevServer:
     """`temporal server start-dev` with a SQLite file, on fixed loopback ports, stopped by its own pid."""
 
@@ -291,10 +341,28 @@ class DevServer:
     def start(self) -> None:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [self.binary, "server", "start-dev", "--db-filename", str(self.db), "--ip", "127.0.0.1",
-                 "--port", str(self.port), "--http-port", str(self.http_port),
-                 "--metrics-port", str(self.metrics_port), "--headless", "--log-level", "error"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                [
+                    self.binary,
+                    "server",
+                    "start-dev",
+                    "--db-filename",
+                    str(self.db),
+                    "--ip",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--http-port",
+                    str(self.http_port),
+                    "--metrics-port",
+                    str(self.metrics_port),
+                    "--headless",
+                    "--log-level",
+                    "error",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
 
     async def ready(self, timeout: float = 30.0) -> Client:
         loop = asyncio.get_running_loop()
@@ -345,29 +413,57 @@ async def waiting_on_timers(handles: list[WorkflowHandle], margin: float) -> boo
 
 
 async def test_dev_server_restart_mid_wait_worker_rides_it_out_and_workflows_finish_exactly(
-        own_dev_server, sim, tmp_path):
+    own_dev_server, sim, tmp_path
+):
     t_start = time.monotonic()
     server = own_dev_server
     server.start()
     client = await server.ready()
     tq = f"restart-{os.urandom(5).hex()}"
-    worker = WorkerProcess(tmp_path / "worker.log", {
-        "TEMPORAL_ADDRESS": server.address, "FULLSTORY_API_KEY": API_KEY,
-        "FULLSTORY_BASE_URL": sim.base_url, "FULLSTORY_EXPORT_BASE_URL": sim.base_url,
-        "FULLSTORY_TASK_QUEUE": tq, "FULLSTORY_DATA_DIR": str(tmp_path / "data"), "LOG_LEVEL": "INFO"})
+    worker = WorkerProcess(
+        tmp_path / "worker.log",
+        {
+            "TEMPORAL_ADDRESS": server.address,
+            "FULLSTORY_API_KEY": API_KEY,
+            "FULLSTORY_BASE_URL": sim.base_url,
+            "FULLSTORY_EXPORT_BASE_URL": sim.base_url,
+            "FULLSTORY_TASK_QUEUE": tq,
+            "FULLSTORY_DATA_DIR": str(tmp_path / "data"),
+            "FULLSTORY_ALLOWED_LOCATIONS": str(tmp_path),
+            "LOG_LEVEL": "INFO",
+        },
+    )
     try:
         await asyncio.to_thread(worker.start)
-        job_id = sim.add_batch_job(kind="events", duration=3600, imports=700, errors=300, page_size=50,
-                                   retry_after_while_processing=JOB_RETRY_AFTER)
+        job_id = sim.add_batch_job(
+            kind="events",
+            duration=3600,
+            imports=700,
+            errors=300,
+            page_size=50,
+            retry_after_while_processing=JOB_RETRY_AFTER,
+        )
         op_id = sim.add_operation(duration=3600, size=4 << 20)
         batch = await client.start_workflow(
-            "BatchImportWorkflow", {"kind": "events", "job_id": job_id}, id=batch_workflow_id("events", job_id),
-            task_queue=tq, result_type=BatchImportResult)
+            "BatchImportWorkflow",
+            {"kind": "events", "job_id": job_id},
+            id=batch_workflow_id("events", job_id),
+            task_queue=tq,
+            result_type=BatchImportResult,
+        )
         export = await client.start_workflow(
-            "SegmentExportWorkflow", {"operation_id": op_id, "max_poll_interval": OP_MAX_POLL},
-            id=segment_export_workflow_id(op_id), task_queue=tq, result_type=SegmentExportResult)
-        await poll(lambda: waiting_on_timers([batch, export], margin=2.0), timeout=30,
-                   what="both workflows to wait on a retry timer, the next check >= 2 s away", every=0.05)
+            "SegmentExportWorkflow",
+            {"operation_id": op_id, "max_poll_interval": OP_MAX_POLL},
+            id=segment_export_workflow_id(op_id),
+            task_queue=tq,
+            result_type=SegmentExportResult,
+        )
+        await poll(
+            lambda: waiting_on_timers([batch, export], margin=2.0),
+            timeout=30,
+            what="both workflows to wait on a retry timer, the next check >= 2 s away",
+            every=0.05,
+        )
         checks_before = {r: sim.count(route=r) for r in (STATUS_ROUTE, OPERATION_ROUTE)}
 
         server.stop()  # SIGTERM, waited for
@@ -381,22 +477,31 @@ async def test_dev_server_restart_mid_wait_worker_rides_it_out_and_workflows_fin
         server.start()
         await server.ready()
         t_up = time.monotonic()
-        print(f"\ndev server down {t_up - t_down:.1f}s (SIGTERM, {OUTAGE_SECONDS:g}s outage, restarted on "
-              f"{server.address} with the same {server.db.name}); checks before: {checks_before}")
+        print(
+            f"\ndev server down {t_up - t_down:.1f}s (SIGTERM, {OUTAGE_SECONDS:g}s outage, restarted on "
+            f"{server.address} with the same {server.db.name}); checks before: {checks_before}"
+        )
         assert worker.proc.poll() is None, f"worker exited during the outage:\n{worker.log()[-3000:]}"
         sim.reset_stats()
         back: dict[str, float] = {}
         for route in (STATUS_ROUTE, OPERATION_ROUTE):
             # The retry timers (<= 8 s) fire after the restart: the worker, still the same process, checks again.
-            await wait_until(lambda route=route: sim.count(route=route) >= 1, timeout=OP_MAX_POLL + 12,
-                             what=f"the worker to call {route} again after the restart")
+            await wait_until(
+                lambda route=route: sim.count(route=route) >= 1,
+                timeout=OP_MAX_POLL + 12,
+                what=f"the worker to call {route} again after the restart",
+            )
             back[route] = round(time.monotonic() - t_up, 1)
         print(f"the same worker checked again after the restart (seconds): {back}")
 
         batch_result, export_result = await asyncio.wait_for(asyncio.gather(batch.result(), export.result()), 60)
         assert worker.proc.poll() is None and worker.starts == 1, "the worker exited"
         assert (batch_result.job_id, batch_result.status, batch_result.imports, batch_result.errors) == (
-            job_id, "FAILED", 700, 300)
+            job_id,
+            "FAILED",
+            700,
+            300,
+        )
         lines = Path(batch_result.errors_location).read_text().splitlines()
         assert [json.loads(x) for x in lines] == sim.expected_records(job_id, "errors")
         assert batch_result.records_collected == 300 == sum(batch_result.error_codes.values())
@@ -406,7 +511,9 @@ async def test_dev_server_restart_mid_wait_worker_rides_it_out_and_workflows_fin
         assert export_result.sha256 == sim.file_sha256(op_id) == file_sha256(path)
         assert not parts(tmp_path)
         assert API_KEY not in worker.log()
-        print(f"restart test: {time.monotonic() - t_start:.1f}s in all; results "
-              f"{time.monotonic() - t_up:.1f}s after the restart")
+        print(
+            f"restart test: {time.monotonic() - t_start:.1f}s in all; results "
+            f"{time.monotonic() - t_up:.1f}s after the restart"
+        )
     finally:
         worker.stop()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import time
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import httpx
 import pytest
@@ -94,8 +94,9 @@ async def test_401_hint_names_the_setting():
 
 async def test_429_carries_retry_after_as_next_retry_delay():
     def handler(request):
-        return httpx.Response(429, json={"message": "slow down", "code": "too_many_requests"},
-                              headers={"Retry-After": "3600"})
+        return httpx.Response(
+            429, json={"message": "slow down", "code": "too_many_requests"}, headers={"Retry-After": "3600"}
+        )
 
     with pytest.raises(ApplicationError) as info:
         await call(handler)
@@ -169,7 +170,17 @@ async def test_202_is_a_benign_not_ready_retry_when_asked():
 
 @pytest.mark.parametrize(
     "value,expected",
-    [("0", 0), ("30", 30), ("1.5", 1.5), (" 12 ", 12), ("-5", 0), ("999999999", 86400), ("soon", None), ("", None), (None, None)],
+    [
+        ("0", 0),
+        ("30", 30),
+        ("1.5", 1.5),
+        (" 12 ", 12),
+        ("-5", 0),
+        ("999999999", 86400),
+        ("soon", None),
+        ("", None),
+        (None, None),
+    ],
 )
 def test_parse_retry_after(value, expected):
     got = parse_retry_after(value)
@@ -191,11 +202,11 @@ def test_key_is_not_in_repr_or_str():
 
 
 def test_next_check_text_names_the_delay_and_the_clock_time():
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from activities.fullstory_client import next_check_text
 
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     text = next_check_text(timedelta(seconds=6.75))
     assert text.startswith("next check in 6.8 s (at ") and text.endswith(" UTC)")
     clock = text[-13:-5]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -90,8 +89,14 @@ async def test_locations_outside_the_allow_list_fail_before_any_call(ts_env, sim
             ("BatchImportWorkflow", {"kind": "users", "requests_url": str(elsewhere / "users.json")}),
             ("BatchImportWorkflow", {"kind": "users", "requests": [{"uid": "u1"}], "destination": str(elsewhere)}),
             ("BatchImportWorkflow", {"kind": "users", "requests": [{"uid": "u1"}], "destination": "memory://x"}),
-            ("SegmentExportWorkflow", {"segment_id": "s", "destination": "http://example.com/up",
-                                       "time_range": {"start": "2026-11-01T00:00:00Z", "end": "2026-11-02T00:00:00Z"}}),
+            (
+                "SegmentExportWorkflow",
+                {
+                    "segment_id": "s",
+                    "destination": "http://example.com/up",
+                    "time_range": {"start": "2026-11-01T00:00:00Z", "end": "2026-11-02T00:00:00Z"},
+                },
+            ),
             ("DataExportSyncWorkflow", {"start": 1_700_000_000, "destination": f"{data}/../elsewhere"}),
         ]:
             err = await failure(ts_env, tq, workflow, inp)
@@ -104,11 +109,12 @@ async def test_an_allowed_extra_root_is_usable(ts_env, sim, tmp_path):
     data, extra = tmp_path / "data", tmp_path / "imports"
     extra.mkdir()
     (extra / "users.json").write_text(json.dumps([{"uid": "u1"}, {"uid": "u2"}]))
-    async with running_worker(ts_env.client, sim.base_url, data,
-                              fullstory_allowed_locations=f"{data},{extra}") as tq:
+    async with running_worker(ts_env.client, sim.base_url, data, fullstory_allowed_locations=f"{data},{extra}") as tq:
         handle = await ts_env.client.start_workflow(
-            "BatchImportWorkflow", {"kind": "users", "requests_url": str(extra / "users.json"),
-                                    "destination": str(extra / "out")},
-            id=f"loc-{uuid.uuid4().hex}", task_queue=tq)
+            "BatchImportWorkflow",
+            {"kind": "users", "requests_url": str(extra / "users.json"), "destination": str(extra / "out")},
+            id=f"loc-{uuid.uuid4().hex}",
+            task_queue=tq,
+        )
         result = await handle.result()
     assert result["status"] == "COMPLETED" and result["imports"] == 2

@@ -42,8 +42,12 @@ def test_bad_batch_inputs_are_rejected_clearly(raw, field_hint):
 
 
 def test_durations_accept_iso_and_seconds():
-    assert BatchImportInput.model_validate({"kind": "events", "job_id": "x", "timeout": "PT6H"}).timeout == timedelta(hours=6)
-    assert BatchImportInput.model_validate({"kind": "users", "job_id": "x", "timeout": 90}).timeout == timedelta(seconds=90)
+    assert BatchImportInput.model_validate({"kind": "events", "job_id": "x", "timeout": "PT6H"}).timeout == timedelta(
+        hours=6
+    )
+    assert BatchImportInput.model_validate({"kind": "users", "job_id": "x", "timeout": 90}).timeout == timedelta(
+        seconds=90
+    )
 
 
 def test_exactly_50000_requests_is_accepted():

@@ -55,30 +55,46 @@ def test_endpoint_labels_carry_no_ids():
 
 async def test_a_full_run_is_observable_and_leaks_no_secret(dev_env, sim, worker_factory, tmp_path):
     metrics_port, health_port = free_port(), free_port()
-    worker = worker_factory(FULLSTORY_METRICS_PORT=str(metrics_port), FULLSTORY_HEALTH_PORT=str(health_port),
-                            FULLSTORY_EXPORT_DOWNLOADS_PER_MINUTE="600", LOG_LEVEL="DEBUG").start()
+    worker = worker_factory(
+        FULLSTORY_METRICS_PORT=str(metrics_port),
+        FULLSTORY_HEALTH_PORT=str(health_port),
+        FULLSTORY_EXPORT_DOWNLOADS_PER_MINUTE="600",
+        LOG_LEVEL="DEBUG",
+    ).start()
     health = f"http://127.0.0.1:{health_port}"
     assert http_get(f"{health}/healthz") == (200, "ok\n")
     assert http_get(f"{health}/readyz") == (200, "ready\n")
     assert http_get(f"{health}/nope")[0] == 404
 
     client, tq = dev_env.client, worker_factory.task_queue
-    job_id = sim.add_batch_job(kind="events", duration=2, imports=40, errors=250, page_size=100,
-                               retry_after_while_processing=1)
+    job_id = sim.add_batch_job(
+        kind="events", duration=2, imports=40, errors=250, page_size=100, retry_after_while_processing=1
+    )
     op_id = sim.add_operation(duration=1, size=3 << 20, url_ttl=300, results_shape="downloadUrl")
     sim.legacy_burst, sim.legacy_per_minute = 10, 600
     sim.add_bundles(3, size=1 << 20, start=1_700_000_000, span=3600)
     dest = tmp_path / "out"
     batch = await client.start_workflow(
-        "BatchImportWorkflow", {"kind": "events", "job_id": job_id, "destination": str(dest)},
-        id=batch_workflow_id("events", job_id), task_queue=tq, result_type=BatchImportResult)
+        "BatchImportWorkflow",
+        {"kind": "events", "job_id": job_id, "destination": str(dest)},
+        id=batch_workflow_id("events", job_id),
+        task_queue=tq,
+        result_type=BatchImportResult,
+    )
     export = await client.start_workflow(
-        "SegmentExportWorkflow", {"operation_id": op_id, "destination": str(dest)},
-        id=segment_export_workflow_id(op_id), task_queue=tq, result_type=SegmentExportResult)
+        "SegmentExportWorkflow",
+        {"operation_id": op_id, "destination": str(dest)},
+        id=segment_export_workflow_id(op_id),
+        task_queue=tq,
+        result_type=SegmentExportResult,
+    )
     sync = await client.start_workflow(
-        "DataExportSyncWorkflow", {"start": 1_600_000_000, "stop": 1_700_000_000 + 3 * 3600,
-                                   "destination": str(dest / "bundles")},
-        id=f"sync-{tq}", task_queue=tq, result_type=DataExportSyncResult)
+        "DataExportSyncWorkflow",
+        {"start": 1_600_000_000, "stop": 1_700_000_000 + 3 * 3600, "destination": str(dest / "bundles")},
+        id=f"sync-{tq}",
+        task_queue=tq,
+        result_type=DataExportSyncResult,
+    )
     b, e, s = await asyncio.wait_for(asyncio.gather(batch.result(), export.result(), sync.result()), 120)
     assert (b.records_collected, e.sha256, s.bundles) == (250, sim.file_sha256(op_id), 3)
 
@@ -111,7 +127,10 @@ async def test_a_full_run_is_observable_and_leaks_no_secret(dev_env, sim, worker
     assert activity_lines and all(r.get("workflow_id") and r.get("activity_type") for r in activity_lines)
     signature = re.compile(r"Signature=|Expires=\d")
     histories = [json.dumps((await h.fetch_history()).to_json_dict()) for h in (batch, export, sync)]
-    for where, text in [("worker log", log), *zip(("batch history", "export history", "sync history"), histories, strict=True)]:
+    for where, text in [
+        ("worker log", log),
+        *zip(("batch history", "export history", "sync history"), histories, strict=True),
+    ]:
         assert API_KEY not in text, f"API key in the {where}"
         assert f"Basic {API_KEY}" not in text
         assert not signature.search(text), f"signed-URL query in the {where}"

@@ -21,9 +21,9 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner, Worker
 from temporalio.workflow import NondeterminismError
 
+from activities.batch import BatchActivities, BatchJob, BatchJobDetails, WaitForBatchJobParams
 from infra.data_converter import DATA_CONVERTER
 from worker import WORKFLOWS
-from activities.batch import BatchActivities, BatchJob, BatchJobDetails, WaitForBatchJobParams
 from workflows.batch_import import BatchImportWorkflow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
@@ -60,8 +60,11 @@ class ChangedBatchImportWorkflow:
 async def test_replay_catches_an_incompatible_change():
     path = next(p for p in HISTORIES if workflow_type(p) == "BatchImportWorkflow")
     history = WorkflowHistory.from_json(path.stem, path.read_text())
-    replayer = Replayer(workflows=[ChangedBatchImportWorkflow], data_converter=DATA_CONVERTER,
-                        workflow_runner=UnsandboxedWorkflowRunner())
+    replayer = Replayer(
+        workflows=[ChangedBatchImportWorkflow],
+        data_converter=DATA_CONVERTER,
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is not None
 
@@ -81,7 +84,9 @@ WAIT_FOR_BATCH_JOB = "wait_for_batch_job"  # the recorded name: activity names n
 RECORD_BATCH_JOB = "record_batch_job"
 BATCH_HISTORIES = [p for p in HISTORIES if workflow_type(p) == "BatchImportWorkflow"]
 # Core's words when the code schedules the new activity where the history scheduled the wait.
-MISMATCH = f"scheduled event '{WAIT_FOR_BATCH_JOB}' does not match activity type of activity command '{RECORD_BATCH_JOB}'"
+MISMATCH = (
+    f"scheduled event '{WAIT_FOR_BATCH_JOB}' does not match activity type of activity command '{RECORD_BATCH_JOB}'"
+)
 
 
 class _RecordsTheJob(BatchImportWorkflow):
@@ -92,9 +97,11 @@ class _RecordsTheJob(BatchImportWorkflow):
         if activity == BatchActivities.wait_for_batch_job and self.new_step_applies():
             assert isinstance(params, WaitForBatchJobParams)
             await workflow.execute_activity(
-                RECORD_BATCH_JOB, {"kind": params.kind, "job_id": params.job_id,
-                                   "workflow_id": workflow.info().workflow_id},
-                start_to_close_timeout=timedelta(seconds=30), summary=f"Record batch job {params.job_id}")
+                RECORD_BATCH_JOB,
+                {"kind": params.kind, "job_id": params.job_id, "workflow_id": workflow.info().workflow_id},
+                start_to_close_timeout=timedelta(seconds=30),
+                summary=f"Record batch job {params.job_id}",
+            )
         return await super().step(activity, params, **options)
 
 
@@ -136,10 +143,14 @@ class StepWithDeprecatedPatch(_RecordsTheJob):
 
 
 async def replay(path_or_history: Path | WorkflowHistory, workflow_class: type) -> Exception | None:
-    history = path_or_history if isinstance(path_or_history, WorkflowHistory) else WorkflowHistory.from_json(
-        path_or_history.stem, path_or_history.read_text())
-    replayer = Replayer(workflows=[workflow_class], data_converter=DATA_CONVERTER,
-                        workflow_runner=UnsandboxedWorkflowRunner())
+    history = (
+        path_or_history
+        if isinstance(path_or_history, WorkflowHistory)
+        else WorkflowHistory.from_json(path_or_history.stem, path_or_history.read_text())
+    )
+    replayer = Replayer(
+        workflows=[workflow_class], data_converter=DATA_CONVERTER, workflow_runner=UnsandboxedWorkflowRunner()
+    )
     return (await replayer.replay_workflow(history, raise_on_replay_failure=False)).replay_failure
 
 
@@ -178,10 +189,19 @@ async def record_batch_job(params: dict) -> None:
 async def run_once(env, workflow_class: type) -> WorkflowHistory:
     """One watched job, start to end, on the time-skipping server; returns its history."""
     task_queue = f"patch-{uuid.uuid4().hex[:8]}"
-    async with Worker(env.client, task_queue=task_queue, workflows=[workflow_class],
-                      activities=[job_already_done, record_batch_job], workflow_runner=UnsandboxedWorkflowRunner()):
-        handle = await env.client.start_workflow("BatchImportWorkflow", {"kind": "events", "job_id": "abc123="},
-                                                 id=f"patch-{uuid.uuid4().hex}", task_queue=task_queue)
+    async with Worker(
+        env.client,
+        task_queue=task_queue,
+        workflows=[workflow_class],
+        activities=[job_already_done, record_batch_job],
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    ):
+        handle = await env.client.start_workflow(
+            "BatchImportWorkflow",
+            {"kind": "events", "job_id": "abc123="},
+            id=f"patch-{uuid.uuid4().hex}",
+            task_queue=task_queue,
+        )
         await handle.result()
         return await handle.fetch_history()
 
@@ -197,8 +217,11 @@ async def test_patch_lifecycle_on_a_fresh_run(ts_env):
     assert recorded_calls == [RECORD_BATCH_JOB, WAIT_FOR_BATCH_JOB]
     assert [m.marker_recorded_event_attributes.marker_name for m in markers(patched)] == ["core_patch"]
     # ...and in a search attribute, which finds the runs still on the old path (see the doc).
-    upserts = [e.upsert_workflow_search_attributes_event_attributes for e in patched.events
-               if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES]
+    upserts = [
+        e.upsert_workflow_search_attributes_event_attributes
+        for e in patched.events
+        if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
+    ]
     assert len(upserts) == 1 and "TemporalChangeVersion" in upserts[0].search_attributes.indexed_fields
     # Rolling back to the code before the patch breaks runs that took the new path...
     assert isinstance(await replay(patched, BatchImportWorkflow), NondeterminismError)

@@ -45,9 +45,15 @@ async def test_segment_export_lands_whole_in_s3(ts_env, sim, tmp_path, s3):
     fs, bucket = s3
     op = sim.add_operation(duration=600, size=3 << 20)
     async with running_worker(ts_env.client, sim.base_url, tmp_path) as tq:
-        result = await (await ts_env.client.start_workflow(
-            "SegmentExportWorkflow", {"operation_id": op, "destination": f"s3://{bucket}/exports/"},
-            id=f"s3-{uuid.uuid4().hex}", task_queue=tq, result_type=SegmentExportResult)).result()
+        result = await (
+            await ts_env.client.start_workflow(
+                "SegmentExportWorkflow",
+                {"operation_id": op, "destination": f"s3://{bucket}/exports/"},
+                id=f"s3-{uuid.uuid4().hex}",
+                task_queue=tq,
+                result_type=SegmentExportResult,
+            )
+        ).result()
     assert result.location == f"s3://{bucket}/exports/segment-exports/{result.filename}"
     assert fs.cat(result.location) and hashlib.sha256(fs.cat(result.location)).hexdigest() == sim.file_sha256(op)
     assert [p.rsplit("/", 1)[-1] for p in fs.find(bucket)] == [result.filename]  # nothing partial, nothing else
@@ -58,9 +64,15 @@ async def test_batch_errors_land_in_s3(ts_env, sim, tmp_path, s3):
     fs, bucket = s3
     job = sim.add_batch_job(kind="events", duration=60, imports=3, errors=120, page_size=50)
     async with running_worker(ts_env.client, sim.base_url, tmp_path) as tq:
-        result = await (await ts_env.client.start_workflow(
-            "BatchImportWorkflow", {"kind": "events", "job_id": job, "destination": f"s3://{bucket}/batches"},
-            id=f"s3-{uuid.uuid4().hex}", task_queue=tq, result_type=BatchImportResult)).result()
+        result = await (
+            await ts_env.client.start_workflow(
+                "BatchImportWorkflow",
+                {"kind": "events", "job_id": job, "destination": f"s3://{bucket}/batches"},
+                id=f"s3-{uuid.uuid4().hex}",
+                task_queue=tq,
+                result_type=BatchImportResult,
+            )
+        ).result()
     assert result.errors_location.startswith(f"s3://{bucket}/batches/")
     lines = fs.cat(result.errors_location).decode().splitlines()
     assert [json.loads(x) for x in lines] == sim.expected_records(job, "errors")
@@ -70,8 +82,11 @@ async def test_missing_bucket_is_a_clear_error(ts_env, sim, tmp_path, s3):
     op = sim.add_operation(duration=0, size=1 << 20)
     async with running_worker(ts_env.client, sim.base_url, tmp_path) as tq:
         handle = await ts_env.client.start_workflow(
-            "SegmentExportWorkflow", {"operation_id": op, "destination": "s3://no-such-bucket-here/x"},
-            id=f"s3-{uuid.uuid4().hex}", task_queue=tq)
+            "SegmentExportWorkflow",
+            {"operation_id": op, "destination": "s3://no-such-bucket-here/x"},
+            id=f"s3-{uuid.uuid4().hex}",
+            task_queue=tq,
+        )
         with pytest.raises(WorkflowFailureError) as info:
             await handle.result()
     assert info.value.cause.type == "DestinationNotWritable" and "no-such-bucket-here" in info.value.cause.message

@@ -13,8 +13,8 @@ import pytest_asyncio
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from helpers import TemporalClock, running_worker, server_time
 from activities.operations import Operation
+from helpers import TemporalClock, running_worker, server_time
 from workflows.operation import operation_workflow_id
 from workflows.segment_export import SegmentExportResult
 
@@ -27,7 +27,6 @@ EXPORT = {
     "time_range": {"start": "2026-11-01T00:00:00Z", "end": "2026-11-02T00:00:00Z"},
     "timezone": "America/New_York",
 }
-
 
 
 @pytest_asyncio.fixture(autouse=True)
@@ -48,8 +47,12 @@ async def test_three_hour_export_completes_with_small_history(ts_env, sim, tmp_p
     sim.export_defaults.update(duration=3 * 3600, size=3 << 20, progress_steps=5)
     async with running_worker(ts_env.client, sim.base_url, tmp_path) as tq:
         handle = await ts_env.client.start_workflow(
-            "SegmentExportWorkflow", {**EXPORT, "destination": str(tmp_path / "out")},
-            id=f"export-{uuid.uuid4().hex}", task_queue=tq, result_type=SegmentExportResult)
+            "SegmentExportWorkflow",
+            {**EXPORT, "destination": str(tmp_path / "out")},
+            id=f"export-{uuid.uuid4().hex}",
+            task_queue=tq,
+            result_type=SegmentExportResult,
+        )
         result = await handle.result()
     assert await server_time(ts_env) - t0 >= 3 * 3600
     path = Path(result.location)
@@ -68,8 +71,12 @@ async def test_operation_workflow_reports_percent_and_returns_the_operation(ts_e
     op_id = sim.add_operation(duration=2 * 3600, progress_steps=4)
     async with running_worker(ts_env.client, sim.base_url, tmp_path) as tq:
         handle = await ts_env.client.start_workflow(
-            "OperationWorkflow", {"operation_id": op_id}, id=operation_workflow_id(op_id), task_queue=tq,
-            result_type=Operation)
+            "OperationWorkflow",
+            {"operation_id": op_id},
+            id=operation_workflow_id(op_id),
+            task_queue=tq,
+            result_type=Operation,
+        )
         result = asyncio.create_task(handle.result())  # time skips only while a result is awaited
         seen = set()
         while not result.done():
@@ -80,14 +87,17 @@ async def test_operation_workflow_reports_percent_and_returns_the_operation(ts_e
         op = await result
     assert op.id == op_id and op.state == "COMPLETED" and op.finished_at is not None
     assert len(seen) >= 2  # intermediate percentages were visible, not only the end
-    assert len((await handle.fetch_history()).events) < 70  # under load a few extra workflow-task events; the 3 h export test holds the < 60 bound
+    assert (
+        len((await handle.fetch_history()).events) < 70
+    )  # under load a few extra workflow-task events; the 3 h export test holds the < 60 bound
 
 
 async def test_failed_operation_is_a_clear_non_retryable_error(ts_env, sim, tmp_path):
     op_id = sim.add_operation(duration=600, final_state="FAILED", error_details="segment too large to export")
     async with running_worker(ts_env.client, sim.base_url, tmp_path) as tq:
-        handle = await ts_env.client.start_workflow("SegmentExportWorkflow", {"operation_id": op_id},
-                                                    id=f"x-{uuid.uuid4().hex}", task_queue=tq)
+        handle = await ts_env.client.start_workflow(
+            "SegmentExportWorkflow", {"operation_id": op_id}, id=f"x-{uuid.uuid4().hex}", task_queue=tq
+        )
         err = await failure_of(handle)
     assert err.type == "OperationFailed" and err.non_retryable
     assert "segment too large to export" in err.message and op_id in err.message
@@ -96,8 +106,9 @@ async def test_failed_operation_is_a_clear_non_retryable_error(ts_env, sim, tmp_
 async def test_standard_key_gets_a_clear_403(ts_env, sim, tmp_path):
     sim.add_key("standard-key-123", role="standard")
     async with running_worker(ts_env.client, sim.base_url, tmp_path, api_key="standard-key-123") as tq:
-        handle = await ts_env.client.start_workflow("SegmentExportWorkflow", EXPORT, id=f"x-{uuid.uuid4().hex}",
-                                                    task_queue=tq)
+        handle = await ts_env.client.start_workflow(
+            "SegmentExportWorkflow", EXPORT, id=f"x-{uuid.uuid4().hex}", task_queue=tq
+        )
         err = await failure_of(handle)
     assert err.type == "FullstoryForbidden" and "Admin or Architect" in err.message
     assert "standard-key-123" not in err.message
@@ -105,8 +116,9 @@ async def test_standard_key_gets_a_clear_403(ts_env, sim, tmp_path):
 
 async def test_unknown_operation_id_is_a_clear_error(ts_env, sim, tmp_path):
     async with running_worker(ts_env.client, sim.base_url, tmp_path) as tq:
-        handle = await ts_env.client.start_workflow("OperationWorkflow", {"operation_id": "no-such-op"},
-                                                    id=f"x-{uuid.uuid4().hex}", task_queue=tq)
+        handle = await ts_env.client.start_workflow(
+            "OperationWorkflow", {"operation_id": "no-such-op"}, id=f"x-{uuid.uuid4().hex}", task_queue=tq
+        )
         err = await failure_of(handle)
     assert err.type == "FullstoryNotFound" and "no-such-op" in err.message
     assert sim.count(route=OP_ROUTE) == 1
@@ -115,35 +127,49 @@ async def test_unknown_operation_id_is_a_clear_error(ts_env, sim, tmp_path):
 async def test_download_url_results_shape_is_supported(ts_env, sim, tmp_path):
     op_id = sim.add_operation(duration=60, results_shape="downloadUrl", size=200_000)
     async with running_worker(ts_env.client, sim.base_url, tmp_path) as tq:
-        result = await (await ts_env.client.start_workflow(
-            "SegmentExportWorkflow", {"operation_id": op_id}, id=f"x-{uuid.uuid4().hex}", task_queue=tq,
-            result_type=SegmentExportResult)).result()
+        result = await (
+            await ts_env.client.start_workflow(
+                "SegmentExportWorkflow",
+                {"operation_id": op_id},
+                id=f"x-{uuid.uuid4().hex}",
+                task_queue=tq,
+                result_type=SegmentExportResult,
+            )
+        ).result()
     assert result.bytes == 200_000 and result.sha256 == sim.file_sha256(op_id)
 
 
 async def test_operation_deadline_is_a_clear_timeout(ts_env, sim, tmp_path):
     op_id = sim.add_operation(duration=10 * 3600)
     async with running_worker(ts_env.client, sim.base_url, tmp_path) as tq:
-        handle = await ts_env.client.start_workflow("OperationWorkflow", {"operation_id": op_id, "timeout": "PT1H"},
-                                                    id=f"x-{uuid.uuid4().hex}", task_queue=tq)
+        handle = await ts_env.client.start_workflow(
+            "OperationWorkflow", {"operation_id": op_id, "timeout": "PT1H"}, id=f"x-{uuid.uuid4().hex}", task_queue=tq
+        )
         err = await failure_of(handle)
     assert err.type == "OperationTimeout" and op_id in err.message
 
 
-@pytest.mark.parametrize("bad,hint", [
-    ({"segment_id": "s"}, "time_range"),
-    ({**EXPORT, "type": "TYPE_SESSION"}, "type"),
-    ({**EXPORT, "format": "xml"}, "format"),
-    ({**EXPORT, "time_range": {"start": "2026-11-02T00:00:00Z", "end": "2026-11-01T00:00:00Z"}}, "end must be after start"),
-    ({**EXPORT, "time_range": {"start": "2026-11-01T00:00:00", "end": "2026-11-02T00:00:00Z"}}, "UTC offset"),
-    ({**EXPORT, "timezone": "Mars/Olympus Mons"}, "timezone"),
-    ({**EXPORT, "operation_id": "op"}, "exactly one"),
-    ({**EXPORT, "fields": []}, "fields"),
-])
+@pytest.mark.parametrize(
+    "bad,hint",
+    [
+        ({"segment_id": "s"}, "time_range"),
+        ({**EXPORT, "type": "TYPE_SESSION"}, "type"),
+        ({**EXPORT, "format": "xml"}, "format"),
+        (
+            {**EXPORT, "time_range": {"start": "2026-11-02T00:00:00Z", "end": "2026-11-01T00:00:00Z"}},
+            "end must be after start",
+        ),
+        ({**EXPORT, "time_range": {"start": "2026-11-01T00:00:00", "end": "2026-11-02T00:00:00Z"}}, "UTC offset"),
+        ({**EXPORT, "timezone": "Mars/Olympus Mons"}, "timezone"),
+        ({**EXPORT, "operation_id": "op"}, "exactly one"),
+        ({**EXPORT, "fields": []}, "fields"),
+    ],
+)
 async def test_bad_export_input_fails_before_any_call(ts_env, sim, tmp_path, bad, hint):
     async with running_worker(ts_env.client, sim.base_url, tmp_path) as tq:
-        handle = await ts_env.client.start_workflow("SegmentExportWorkflow", bad, id=f"x-{uuid.uuid4().hex}",
-                                                    task_queue=tq)
+        handle = await ts_env.client.start_workflow(
+            "SegmentExportWorkflow", bad, id=f"x-{uuid.uuid4().hex}", task_queue=tq
+        )
         err = await failure_of(handle)
     assert err.type == "InvalidInput" and hint in err.message
     assert sim.requests == []

@@ -61,20 +61,29 @@ def walk(client: httpx.Client, url: str) -> tuple[list[dict], int]:
 
 # --- auth and routing ---------------------------------------------------------------------------------
 
+
 def test_auth_key_roles_and_unknown_routes(sim, client):
     job = sim.add_batch_job()
     url = f"/v2/events/batch/{job}"
-    for headers in ({}, {"Authorization": "Basic wrong"}, {"Authorization": f"Bearer {KEY}"},
-                    {"Authorization": "Basic " + base64.b64encode(KEY.encode()).decode()}):
+    for headers in (
+        {},
+        {"Authorization": "Basic wrong"},
+        {"Authorization": f"Bearer {KEY}"},
+        {"Authorization": "Basic " + base64.b64encode(KEY.encode()).decode()},
+    ):
         r = httpx.get(sim.base_url + url, headers=headers)
         assert (r.status_code, r.json()) == (401, {"message": "access is unauthorized", "code": "unauthorized"})
     assert client.get(url).status_code == 200
     sim.add_key("std-key", role="standard")
     std = {"Authorization": "Basic std-key"}
     assert httpx.get(sim.base_url + url, headers=std).status_code == 200  # batch endpoints: any role
-    for method, path in (("POST", "/segments/v1/exports"), ("GET", "/operations/v1/x"),
-                         ("GET", "/search/v1/exports/x/results"), ("GET", "/api/v1/export/list"),
-                         ("GET", "/api/v1/export/get")):
+    for method, path in (
+        ("POST", "/segments/v1/exports"),
+        ("GET", "/operations/v1/x"),
+        ("GET", "/search/v1/exports/x/results"),
+        ("GET", "/api/v1/export/list"),
+        ("GET", "/api/v1/export/get"),
+    ):
         r = httpx.request(method, sim.base_url + path, headers=std)
         assert (r.status_code, r.json()["code"]) == (403, "forbidden"), path
     r = client.get("/v2/nothing/here")
@@ -85,9 +94,11 @@ def test_auth_key_roles_and_unknown_routes(sim, client):
 
 # --- batch imports ------------------------------------------------------------------------------------
 
+
 def test_job_lifecycle_on_a_fake_clock(sim, client):
-    job = sim.add_batch_job(kind="events", duration=600, imports=7, errors=3, page_size=2,
-                            retry_after_while_processing=30)
+    job = sim.add_batch_job(
+        kind="events", duration=600, imports=7, errors=3, page_size=2, retry_after_while_processing=30
+    )
     assert job.endswith("=") and job[:-1].isalnum()
     assert sim.jobs[job].kind == "events" and sim.jobs[job].status == "PROCESSING"
     r = client.get(f"/v2/events/batch/{job}")
@@ -115,8 +126,14 @@ def test_job_lifecycle_on_a_fake_clock(sim, client):
 
 @pytest.mark.parametrize("kind", ["events", "users"])
 def test_paging_collects_exactly_the_expected_records(sim, client, kind):
-    job = sim.add_batch_job(kind=kind, imports=9, errors=25, page_size=4, imports_page_size=5,
-                            error_codes=("invalid_field", "required_field", "too_large"))
+    job = sim.add_batch_job(
+        kind=kind,
+        imports=9,
+        errors=25,
+        page_size=4,
+        imports_page_size=5,
+        error_codes=("invalid_field", "required_field", "too_large"),
+    )
     errors, pages = walk(client, f"/v2/{kind}/batch/{job}/errors")
     assert errors == sim.expected_records(job, "errors") and pages == 7
     assert len({json.dumps(r, sort_keys=True) for r in errors}) == 25  # unique, so duplicates would show
@@ -135,8 +152,11 @@ def test_paging_collects_exactly_the_expected_records(sim, client, kind):
         r = client.get(f"/v2/{kind}/batch/{job}/errors", params={"page_token": bad})
         assert (r.status_code, r.json()["code"]) == (400, "invalid_argument")
     empty = sim.add_batch_job(kind=kind, imports=3, errors=0)
-    assert client.get(f"/v2/{kind}/batch/{empty}/errors").json() == {"results": [], "total_records": "0",
-                                                                        "next_page_token": ""}
+    assert client.get(f"/v2/{kind}/batch/{empty}/errors").json() == {
+        "results": [],
+        "total_records": "0",
+        "next_page_token": "",
+    }
 
 
 def walk_tokens(client, kind, job) -> list[str]:
@@ -154,13 +174,17 @@ def test_create_job_validation_defaults_and_idempotency_key(sim, client):
         r = client.post("/v2/events/batch", json=body)
         assert (r.status_code, r.json()["code"]) == (400, "invalid_argument")
     sim.batch_defaults.update(duration=60, errors=2, page_size=1)
-    r = client.post("/v2/events/batch", json={"requests": [{"name": "a"}] * 10, "shared": {"context": {}}},
-                    headers={"Idempotency-Key": "wf-1"})
+    r = client.post(
+        "/v2/events/batch",
+        json={"requests": [{"name": "a"}] * 10, "shared": {"context": {}}},
+        headers={"Idempotency-Key": "wf-1"},
+    )
     assert r.status_code == 200
     job = r.json()["job"]
     assert job["status"] == "PROCESSING" and job["id"].endswith("=") and job["created"].endswith("Z")
-    again = client.post("/v2/events/batch", json={"requests": [{"name": "a"}] * 10},
-                        headers={"Idempotency-Key": "wf-1"})
+    again = client.post(
+        "/v2/events/batch", json={"requests": [{"name": "a"}] * 10}, headers={"Idempotency-Key": "wf-1"}
+    )
     assert again.json()["job"]["id"] == job["id"] and len(sim.jobs) == 1
     other = client.post("/v2/events/batch", json={"requests": [{"name": "a"}]}).json()["job"]["id"]
     assert other != job["id"] and len(sim.jobs) == 2
@@ -180,6 +204,7 @@ def test_large_pages_are_gzipped_when_asked(sim, client):
 
 
 # --- faults -------------------------------------------------------------------------------------------
+
 
 def test_status_faults_with_retry_after_then_normal_service(sim, client):
     job = sim.add_batch_job(errors=3)
@@ -210,8 +235,9 @@ def test_reset_fault_is_a_transport_error_and_malformed_is_bad_json(sim, client)
     # A raw socket sees the real status line, then the connection ends after exactly 20 body bytes.
     sim.fault("/errors$", kind="reset", after_bytes=20)
     with socket.create_connection(("127.0.0.1", sim.port)) as s:
-        s.sendall(f"GET /v2/events/batch/{job}/errors HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {KEY}\r\n\r\n"
-                  .encode())
+        s.sendall(
+            f"GET /v2/events/batch/{job}/errors HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {KEY}\r\n\r\n".encode()
+        )
         data = b""
         try:
             while chunk := s.recv(65536):
@@ -229,6 +255,7 @@ def test_reset_fault_is_a_transport_error_and_malformed_is_bad_json(sim, client)
 
 
 # --- Swagger shapes -----------------------------------------------------------------------------------
+
 
 class Swagger:
     def __init__(self, name: str) -> None:
@@ -248,8 +275,7 @@ class Swagger:
     def check(self, value, schema: dict, where: str = "$", allow_missing: tuple[str, ...] = ()) -> None:
         schema = self.resolve(schema)
         kind = schema.get("type")
-        types = {"object": dict, "array": list, "string": str, "integer": int, "number": (int, float),
-                 "boolean": bool}
+        types = {"object": dict, "array": list, "string": str, "integer": int, "number": (int, float), "boolean": bool}
         if kind:
             assert isinstance(value, types[kind]), f"{where}: {value!r} is not {kind}"
             if kind == "integer":
@@ -294,9 +320,13 @@ def test_batch_responses_match_fullstorys_swagger(sim, client, kind):
 
 # --- operations and segment exports ------------------------------------------------------------------
 
-EXPORT = {"segmentId": "everyone", "type": "TYPE_EVENT", "format": "FORMAT_NDJSON",
-          "timeRange": {"start": "2026-11-01T00:00:00Z", "end": "2026-11-02T00:00:00Z"},
-          "timezone": "America/New_York"}
+EXPORT = {
+    "segmentId": "everyone",
+    "type": "TYPE_EVENT",
+    "format": "FORMAT_NDJSON",
+    "timeRange": {"start": "2026-11-01T00:00:00Z", "end": "2026-11-02T00:00:00Z"},
+    "timezone": "America/New_York",
+}
 
 
 def signed_location(client: httpx.Client, op_id: str) -> str:
@@ -306,18 +336,22 @@ def signed_location(client: httpx.Client, op_id: str) -> str:
 
 
 def test_export_create_validates_and_operation_steps_through_its_states(sim, client):
-    for bad, field in (({**EXPORT, "segmentId": ""}, "segmentId"), ({**EXPORT, "type": "TYPE_SESSION"}, "type"),
-                       ({**EXPORT, "format": "xml"}, "format"), ({k: v for k, v in EXPORT.items() if k != "timeRange"},
-                                                                 "timeRange"),
-                       ({**EXPORT, "timeRange": {"start": "2026-11-02T00:00:00Z", "end": "2026-11-01T00:00:00Z"}},
-                        "timeRange.end"),
-                       ({**EXPORT, "timezone": "Mars/Olympus"}, "timezone"), ({**EXPORT, "fields": []}, "fields")):
+    for bad, field in (
+        ({**EXPORT, "segmentId": ""}, "segmentId"),
+        ({**EXPORT, "type": "TYPE_SESSION"}, "type"),
+        ({**EXPORT, "format": "xml"}, "format"),
+        ({k: v for k, v in EXPORT.items() if k != "timeRange"}, "timeRange"),
+        ({**EXPORT, "timeRange": {"start": "2026-11-02T00:00:00Z", "end": "2026-11-01T00:00:00Z"}}, "timeRange.end"),
+        ({**EXPORT, "timezone": "Mars/Olympus"}, "timezone"),
+        ({**EXPORT, "fields": []}, "fields"),
+    ):
         r = client.post("/segments/v1/exports", json=bad)
         assert r.status_code == 400 and r.json()["code"] == "invalid_argument" and field in r.json()["message"]
     sim.export_defaults.update(duration=1000, progress_steps=4, size=100_000)
     op_id = client.post("/segments/v1/exports", json=EXPORT, headers={"Idempotency-Key": "x"}).json()["operationId"]
-    assert client.post("/segments/v1/exports", json=EXPORT, headers={"Idempotency-Key": "x"}).json() == \
-        {"operationId": op_id}
+    assert client.post("/segments/v1/exports", json=EXPORT, headers={"Idempotency-Key": "x"}).json() == {
+        "operationId": op_id
+    }
     seen = []
     for _ in range(12):
         op = client.get(f"/operations/v1/{op_id}").json()
@@ -332,7 +366,7 @@ def test_export_create_validates_and_operation_steps_through_its_states(sim, cli
     schema_page = OPENAPI.parent / "operation-schema.txt"
     if schema_page.exists():
         text = schema_page.read_text()
-        schema = json.loads(text[text.index("{", text.index("Raw")):])
+        schema = json.loads(text[text.index("{", text.index("Raw")) :])
         assert set(op) <= set(schema["properties"]) and op["state"] in schema["properties"]["state"]["enum"]
     failed = sim.add_operation(duration=10, final_state="FAILED", error_details="segment too large")
     sim.clock.now += 10
@@ -424,6 +458,7 @@ def test_download_faults_reset_truncate_and_no_range(sim, client):
 
 # --- legacy data export -------------------------------------------------------------------------------
 
+
 def test_legacy_list_pages_twenty_at_a_time_oldest_first(sim, client):
     ids = sim.add_bundles(45, size=1024, start=1_700_000_000, span=600)
     late = sim.add_bundles(1, size=1024, start=1_700_000_000 + 45 * 600, span=600, available_at=sim.clock() + 60)
@@ -452,8 +487,11 @@ def test_legacy_get_is_rate_limited_on_the_simulator_clock(sim, client):
     assert len(json.loads(gzip.decompress(got[0].content))) > 0  # a gzipped JSON array of rows
     assert hashlib.sha256(got[1].content).hexdigest() == sim.bundle_sha256(ids[1])
     limited = client.get("/api/v1/export/get", params={"id": ids[3]})
-    assert (limited.status_code, limited.json()["code"], limited.headers["retry-after"]) == \
-        (429, "too_many_requests", "30")
+    assert (limited.status_code, limited.json()["code"], limited.headers["retry-after"]) == (
+        429,
+        "too_many_requests",
+        "30",
+    )
     sim.clock.now += 10
     assert client.get("/api/v1/export/get", params={"id": ids[3]}).headers["retry-after"] == "20"
     sim.clock.now += 20
@@ -466,10 +504,16 @@ def test_legacy_get_is_rate_limited_on_the_simulator_clock(sim, client):
 
 # --- standalone process and control API ---------------------------------------------------------------
 
+
 def test_standalone_simulator_and_its_control_api():
     repo = Path(__file__).resolve().parents[1]
-    proc = subprocess.Popen([sys.executable, "-m", "simulator", "--api-key", "cli-key"], cwd=repo,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simulator", "--api-key", "cli-key"],
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()
         assert line.startswith("simulator listening on http://127.0.0.1:")
@@ -481,8 +525,12 @@ def test_standalone_simulator_and_its_control_api():
             assert walk(c, f"/v2/users/batch/{job['job_id']}/errors")[0] == records["records"]
             created = c.post("/v2/events/batch", json={"requests": [{"name": "a"}] * 5}).json()["job"]
             assert c.get(f"/v2/events/batch/{created['id']}").json()["job"]["status"] == "PROCESSING"
-            assert httpx.post(base + "/_sim/faults", json={"path_regex": "/batch/", "status": 429,
-                                                          "retry_after": "7"}).status_code == 200
+            assert (
+                httpx.post(
+                    base + "/_sim/faults", json={"path_regex": "/batch/", "status": 429, "retry_after": "7"}
+                ).status_code
+                == 200
+            )
             assert c.get(f"/v2/events/batch/{created['id']}").headers["retry-after"] == "7"
             op = httpx.post(base + "/_sim/operations", json={"size": 5000}).json()["operation_id"]
             assert c.get(f"/operations/v1/{op}").json()["state"] == "COMPLETED"

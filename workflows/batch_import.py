@@ -35,9 +35,21 @@ with workflow.unsafe.imports_passed_through():
         positive,
         sane_poll_interval,
     )
-    from workflows.policies import HEARTBEAT_TIMEOUT, poll_retry
+    from workflows.policies import HEARTBEAT_TIMEOUT, LONG_RETRY, poll_retry
     from workflows.steps import ProgressTracker, ProgressWorkflow, StepText, parse_input
-    from workflows.texts import LIVE_STATUS_ROW, Row, at, clock, code, location, next_check, plain, shorten, span, status_checks_row
+    from workflows.texts import (
+        LIVE_STATUS_ROW,
+        Row,
+        at,
+        clock,
+        code,
+        location,
+        next_check,
+        plain,
+        shorten,
+        span,
+        status_checks_row,
+    )
 
 CREATE_TIMEOUT = timedelta(minutes=3)  # uploads up to 50,000 items
 WALK_TIMEOUT = timedelta(hours=6)
@@ -51,18 +63,24 @@ class BatchImportInput(InputModel):
 
     kind: BatchKind = Field(description="Which batch API: `events` or `users`.")
     job_id: str | None = Field(
-        default=None, min_length=1, max_length=512, pattern=r"^\S+$",
+        default=None,
+        min_length=1,
+        max_length=512,
+        pattern=r"^\S+$",
         description="Watch this existing job instead of creating one.",
     )
     requests: list[dict[str, Any]] | None = Field(
-        default=None, min_length=1, max_length=MAX_BATCH_REQUESTS,
+        default=None,
+        min_length=1,
+        max_length=MAX_BATCH_REQUESTS,
         description="Create a job from these items (1..50,000). For big batches prefer `requests_url`.",
     )
     shared: dict[str, Any] | None = Field(
         default=None, description="Events only: the `shared` object sent beside `requests`."
     )
     requests_url: str | None = Field(
-        default=None, min_length=1,
+        default=None,
+        min_length=1,
         description=(
             "Create a job from a JSON file (a list of items, or {requests, shared}) readable by the worker: "
             f"{LOCATION_HELP}; keeps big batches out of workflow history."
@@ -75,7 +93,8 @@ class BatchImportInput(InputModel):
     )
     collect_imports: bool = Field(default=False, description="Also collect the imported items (`/imports`).")
     timeout: timedelta = Field(
-        default=timedelta(hours=24), description="Overall deadline for the job to finish, ISO 8601 (PT6H) or seconds.",
+        default=timedelta(hours=24),
+        description="Overall deadline for the job to finish, ISO 8601 (PT6H) or seconds.",
     )
     max_poll_interval: timedelta = Field(
         default=timedelta(seconds=60),
@@ -152,17 +171,29 @@ class BatchImportWorkflow(ProgressWorkflow):
             say.creating()
             job = await self.step(
                 BatchActivities.create_batch_job,
-                CreateBatchJobParams(kind=args.kind, requests=args.requests, requests_url=args.requests_url,
-                                     shared=args.shared, idempotency_key=idempotency_key(workflow.info().workflow_id)),
-                deadline=deadline, start_to_close=CREATE_TIMEOUT, text=say.create_step())
+                CreateBatchJobParams(
+                    kind=args.kind,
+                    requests=args.requests,
+                    requests_url=args.requests_url,
+                    shared=args.shared,
+                    idempotency_key=idempotency_key(workflow.info().workflow_id),
+                ),
+                deadline=deadline,
+                start_to_close=CREATE_TIMEOUT,
+                text=say.create_step(),
+            )
             job_id = job.id
 
         say.waiting(job_id)
         status = await self.step(
             BatchActivities.wait_for_batch_job,
-            WaitForBatchJobParams(kind=args.kind, job_id=job_id,
-                                  max_poll_seconds=args.max_poll_interval.total_seconds()),
-            deadline=deadline, retry=poll_retry(args.max_poll_interval), text=say.wait_step(job_id))
+            WaitForBatchJobParams(
+                kind=args.kind, job_id=job_id, max_poll_seconds=args.max_poll_interval.total_seconds()
+            ),
+            deadline=deadline,
+            retry=poll_retry(args.max_poll_interval),
+            text=say.wait_step(job_id),
+        )
         result = result_of(job_id, args, status)
         say.finished(result)
 
@@ -178,22 +209,38 @@ class BatchImportWorkflow(ProgressWorkflow):
         say.done(result)
         return result
 
-    async def collect(self, args: BatchImportInput, result: BatchImportResult,
-                      which: Literal["errors", "imports"], deadline: datetime,
-                      say: BatchNarration) -> CollectedRecords:
+    async def collect(
+        self,
+        args: BatchImportInput,
+        result: BatchImportResult,
+        which: Literal["errors", "imports"],
+        deadline: datetime,
+        say: BatchNarration,
+    ) -> CollectedRecords:
         say.collecting(result, which)
         return await self.step(
             BatchActivities.collect_batch_records,
             CollectBatchRecordsParams(kind=args.kind, job_id=result.job_id, which=which, destination=args.destination),
             # Collecting gets its own time even when the wait used most of the deadline.
-            deadline=max(deadline, workflow.now() + WALK_TIMEOUT), start_to_close=WALK_TIMEOUT,
-            heartbeat=HEARTBEAT_TIMEOUT, text=say.collect_step(result.job_id, which))
+            deadline=max(deadline, workflow.now() + WALK_TIMEOUT),
+            start_to_close=WALK_TIMEOUT,
+            heartbeat=HEARTBEAT_TIMEOUT,
+            retry=LONG_RETRY,
+            text=say.collect_step(result.job_id, which),
+        )
 
 
 def result_of(job_id: str, args: BatchImportInput, status: BatchJobDetails) -> BatchImportResult:
     job = status.job
-    return BatchImportResult(job_id=job_id, kind=args.kind, status=job.status, imports=status.imports,
-                             errors=status.errors, created=job.created, finished=job.finished)
+    return BatchImportResult(
+        job_id=job_id,
+        kind=args.kind,
+        status=job.status,
+        imports=status.imports,
+        errors=status.errors,
+        created=job.created,
+        finished=job.finished,
+    )
 
 
 # --- What the UI says ----------------------------------------------------------------------------
@@ -213,58 +260,103 @@ class BatchNarration:
     def creating(self) -> None:
         args = self.args
         n_md = f"{len(args.requests)} requests" if args.requests else f"the requests in {location(args.requests_url)}"
-        self.track("creating", f"Creating a {self.kind} batch job from {n_md}", [
-            ("Idempotency", "the key comes from the workflow id: a retried create never makes a second job"),
-            self.deadline_row, ("Then", f"wait for the job, then {self.then}")])
+        self.track(
+            "creating",
+            f"Creating a {self.kind} batch job from {n_md}",
+            [
+                ("Idempotency", "the key comes from the workflow id: a retried create never makes a second job"),
+                self.deadline_row,
+                ("Then", f"wait for the job, then {self.then}"),
+            ],
+        )
 
     def create_step(self) -> StepText:
         args = self.args
         n = f"{len(args.requests)} requests" if args.requests else f"requests from {args.requests_url}"
-        return StepText(f"Create {self.kind} batch job from {n}",
-                        f"creating the {self.kind} batch job did not succeed within {args.timeout}")
+        return StepText(
+            f"Create {self.kind} batch job from {n}",
+            f"creating the {self.kind} batch job did not succeed within {args.timeout}",
+        )
 
     def waiting(self, job_id: str) -> None:
-        self.track("waiting", f"Waiting for {self.kind} batch job {code(job_id)} to finish", [
-            ("Status", "PROCESSING (Fullstory's batch API gives no percent, only counts at the end)"),
-            ("Next check", next_check(self.args.max_poll_interval)),
-            ("Waiting since", clock(workflow.now())),
-            self.deadline_row,
-            ("Then", self.then),
-        ], job_id=job_id, status="PROCESSING", waiting_until=self.deadline)
+        self.track(
+            "waiting",
+            f"Waiting for {self.kind} batch job {code(job_id)} to finish",
+            [
+                ("Status", "PROCESSING (Fullstory's batch API gives no percent, only counts at the end)"),
+                ("Next check", next_check(self.args.max_poll_interval)),
+                ("Waiting since", clock(workflow.now())),
+                self.deadline_row,
+                ("Then", self.then),
+            ],
+            job_id=job_id,
+            status="PROCESSING",
+            waiting_until=self.deadline,
+        )
 
     def wait_step(self, job_id: str) -> StepText:
-        return StepText(f"Wait for {self.kind} batch job {job_id}: checks ≤ {span(self.args.max_poll_interval)} "
-                        "apart (or per Retry-After)",
-                        f"{self.kind} batch job {job_id} did not finish within {self.args.timeout}")
+        return StepText(
+            f"Wait for {self.kind} batch job {job_id}: checks ≤ {span(self.args.max_poll_interval)} "
+            "apart (or per Retry-After)",
+            f"{self.kind} batch job {job_id} did not finish within {self.args.timeout}",
+        )
 
     def finished(self, result: BatchImportResult) -> None:
         self.counts = f"{result.status}: {result.imports:,} imported, {result.errors:,} failed"
-        self.track("finished", f"{self.kind.capitalize()} batch job {code(result.job_id)} {self.counts}",
-                   status=result.status, waiting_until=None, percent=100.0)
+        self.track(
+            "finished",
+            f"{self.kind.capitalize()} batch job {code(result.job_id)} {self.counts}",
+            status=result.status,
+            waiting_until=None,
+            percent=100.0,
+        )
 
     def collecting(self, result: BatchImportResult, which: str) -> None:
-        self.track(f"collecting_{which}",
-                   f"Collecting the {which} of {self.kind} batch job {code(result.job_id)} to NDJSON", [
-                       ("Job", self.counts),
-                       ("Progress", ("page by page; the records and bytes written so far are the "
-                                     "*Last Heartbeat Details* on the *Pending Activities* tab")),
-                       ("To", (f"`{which}.ndjson` under {location(self.args.destination)}, "
-                               "visible under that name only when complete")),
-                   ])
+        self.track(
+            f"collecting_{which}",
+            f"Collecting the {which} of {self.kind} batch job {code(result.job_id)} to NDJSON",
+            [
+                ("Job", self.counts),
+                (
+                    "Progress",
+                    (
+                        "page by page; the records and bytes written so far are the "
+                        "*Last Heartbeat Details* on the *Pending Activities* tab"
+                    ),
+                ),
+                (
+                    "To",
+                    (
+                        f"`{which}.ndjson` under {location(self.args.destination)}, "
+                        "visible under that name only when complete"
+                    ),
+                ),
+            ],
+        )
 
     def collect_step(self, job_id: str, which: str) -> StepText:
-        return StepText(f"Collect the {which} of {self.kind} batch job {job_id} to NDJSON (resumes from its heartbeat)",
-                        f"collecting the {which} of {self.kind} batch job {job_id} did not finish in time")
+        return StepText(
+            f"Collect the {which} of {self.kind} batch job {job_id} to NDJSON (resumes from its heartbeat)",
+            f"collecting the {which} of {self.kind} batch job {job_id} did not finish in time",
+        )
 
     def done(self, result: BatchImportResult) -> None:
         top = sorted(result.error_codes.items(), key=lambda kv: -kv[1])[:5]
         more = len(result.error_codes) - len(top)
-        self.track("done", f"Done: {self.kind} batch job {code(result.job_id)} {self.counts}", [
-            ("Error codes", ", ".join(f"{code(c, 40)} × {n:,}" for c, n in top) + (f" and {more} more" if more > 0 else "")),
-            ("Errors at", code(result.errors_location, 120) if result.errors_location else ""),
-            ("Imports at", code(result.imports_location, 120) if result.imports_location else ""),
-            ("Records collected", f"{result.records_collected:,}"),
-        ], records=result.records_collected)
+        self.track(
+            "done",
+            f"Done: {self.kind} batch job {code(result.job_id)} {self.counts}",
+            [
+                (
+                    "Error codes",
+                    ", ".join(f"{code(c, 40)} × {n:,}" for c, n in top) + (f" and {more} more" if more > 0 else ""),
+                ),
+                ("Errors at", code(result.errors_location, 120) if result.errors_location else ""),
+                ("Imports at", code(result.imports_location, 120) if result.imports_location else ""),
+                ("Records collected", f"{result.records_collected:,}"),
+            ],
+            records=result.records_collected,
+        )
 
 
 def start_texts(args: BatchImportInput) -> tuple[str, str, list[Row]]:
@@ -287,8 +379,11 @@ def start_texts(args: BatchImportInput) -> tuple[str, str, list[Row]]:
         ("Records to", f"{location(args.destination)} as NDJSON ({collected})"),
         ("Deadline", f"{span(args.timeout)} after start"),
         status_checks_row(args.max_poll_interval),
-        ("Steps", ("create the job (Idempotency-Key from the workflow id) → " if args.job_id is None else "")
-         + f"wait until it finishes → collect the {collected}"),
+        (
+            "Steps",
+            ("create the job (Idempotency-Key from the workflow id) → " if args.job_id is None else "")
+            + f"wait until it finishes → collect the {collected}",
+        ),
         LIVE_STATUS_ROW,
     ]
     dest = f" to {shorten(plain(location(args.destination, 200)), 60)}" if args.destination else ""

@@ -22,8 +22,10 @@ MAX_BATCH_REQUESTS = 50_000
 DEFAULT_TASK_QUEUE = "fullstory"
 
 # One sentence for every field that names a place to read or write (see activities/locations.py).
-LOCATION_HELP = ("a local path, a file:// URL or an object-store URL such as s3://bucket/prefix, "
-                 "inside the worker's FULLSTORY_ALLOWED_LOCATIONS")
+LOCATION_HELP = (
+    "a local path, a file:// URL or an object-store URL such as s3://bucket/prefix, "
+    "inside the worker's FULLSTORY_ALLOWED_LOCATIONS"
+)
 
 
 class InputModel(BaseModel):

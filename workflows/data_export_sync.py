@@ -18,11 +18,16 @@ from pydantic import Field, field_validator, model_validator
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.legacy_export import (BundleStoreActivities, ExportBundle, LegacyExportActivities, StoredBundle,
-                                          StoreExportBundleParams)
+    from activities.legacy_export import (
+        BundleStoreActivities,
+        ExportBundle,
+        LegacyExportActivities,
+        StoredBundle,
+        StoreExportBundleParams,
+    )
     from workflows import errors
     from workflows.contract import LOCATION_HELP, InputModel, ResultModel
-    from workflows.policies import HEARTBEAT_TIMEOUT
+    from workflows.policies import HEARTBEAT_TIMEOUT, LONG_RETRY
     from workflows.steps import ProgressTracker, ProgressWorkflow, StepText, parse_input
     from workflows.texts import LIVE_STATUS_ROW, Row, at, code, iso, location, plain, shorten, size, span, unix
 
@@ -44,8 +49,9 @@ class DataExportSyncInput(InputModel):
     stop: int | None = Field(default=None, description="Unix seconds: finish when the cursor reaches this.")
     follow: bool = Field(default=False, description="When caught up, sleep `poll_interval` and list again, forever.")
     poll_interval: timedelta = Field(default=timedelta(hours=1), description="ISO 8601 or seconds; default 1 h.")
-    bundles_per_run: int = Field(default=200, ge=1, le=10_000,
-                                 description="Continue-as-new after this many bundles (keeps history bounded).")
+    bundles_per_run: int = Field(
+        default=200, ge=1, le=10_000, description="Continue-as-new after this many bundles (keeps history bounded)."
+    )
     # Carried across continue-as-new; callers leave them at 0.
     bundles_so_far: int = Field(default=0, ge=0)
     bytes_so_far: int = Field(default=0, ge=0)
@@ -106,8 +112,11 @@ class DataExportSyncWorkflow(ProgressWorkflow):
                 say.done(f"Done: reached stop {iso(args.stop)}")
                 return state.result()
             say.listing()
-            page = await self.sync_step(LegacyExportActivities.list_export_bundles, state.cursor,
-                                        f"List export bundles after {iso(state.cursor)}")
+            page = await self.sync_step(
+                LegacyExportActivities.list_export_bundles,
+                state.cursor,
+                f"List export bundles after {iso(state.cursor)}",
+            )
             page = state.unstored(page)
             if not page:
                 if args.stop is not None or not args.follow:
@@ -115,8 +124,9 @@ class DataExportSyncWorkflow(ProgressWorkflow):
                     return state.result()
                 wake = workflow.now() + args.poll_interval
                 say.sleeping(wake)
-                await workflow.sleep(args.poll_interval,
-                                     summary=f"Caught up at {iso(state.cursor)}; list again at {at(wake)}")
+                await workflow.sleep(
+                    args.poll_interval, summary=f"Caught up at {iso(state.cursor)}; list again at {at(wake)}"
+                )
                 if workflow.info().is_continue_as_new_suggested():
                     self.continue_as_new(state)
                 continue
@@ -127,7 +137,10 @@ class DataExportSyncWorkflow(ProgressWorkflow):
                     StoreExportBundleParams(bundle=bundle, destination=args.destination),
                     f"Store bundle {bundle.id} ({iso(bundle.start)}..{iso(bundle.stop)})",
                     task_queue=BundleStoreActivities.task_queue(workflow.info().task_queue),
-                    start_to_close=BUNDLE_ATTEMPT_TIMEOUT, heartbeat=HEARTBEAT_TIMEOUT)
+                    start_to_close=BUNDLE_ATTEMPT_TIMEOUT,
+                    heartbeat=HEARTBEAT_TIMEOUT,
+                    retry=LONG_RETRY,
+                )
                 state.stored(bundle, stored)  # only now, with the bundle stored intact, does the cursor move
                 if args.stop is not None and state.cursor >= args.stop:
                     break
@@ -135,16 +148,26 @@ class DataExportSyncWorkflow(ProgressWorkflow):
                     say.continuing()
                     self.continue_as_new(state)
 
-    async def sync_step(self, activity: Callable[[Any, P], Awaitable[R]], params: P, summary: str,
-                        **options: Any) -> R:
+    async def sync_step(self, activity: Callable[[Any, P], Awaitable[R]], params: P, summary: str, **options: Any) -> R:
         """A step of an unattended sync: retried for STEP_BUDGET before the sync gives up."""
-        return await self.step(activity, params, deadline=workflow.now() + STEP_BUDGET,
-                               text=StepText(summary, f"{summary}: did not succeed within {STEP_BUDGET}"), **options)
+        return await self.step(
+            activity,
+            params,
+            deadline=workflow.now() + STEP_BUDGET,
+            text=StepText(summary, f"{summary}: did not succeed within {STEP_BUDGET}"),
+            **options,
+        )
 
     def continue_as_new(self, state: SyncState) -> None:
-        workflow.continue_as_new(state.args.model_copy(update={
-            "start": state.cursor, "bundles_so_far": state.bundles, "bytes_so_far": state.bytes,
-        }).model_dump(mode="json"))
+        workflow.continue_as_new(
+            state.args.model_copy(
+                update={
+                    "start": state.cursor,
+                    "bundles_so_far": state.bundles,
+                    "bytes_so_far": state.bytes,
+                }
+            ).model_dump(mode="json")
+        )
 
 
 class SyncState:
@@ -167,8 +190,9 @@ class SyncState:
         self.stored_this_run += 1
 
     def result(self) -> DataExportSyncResult:
-        return DataExportSyncResult(cursor=self.cursor, cursor_iso=iso(self.cursor), bundles=self.bundles,
-                                    bytes=self.bytes)
+        return DataExportSyncResult(
+            cursor=self.cursor, cursor_iso=iso(self.cursor), bundles=self.bundles, bytes=self.bytes
+        )
 
 
 # --- What the UI says ----------------------------------------------------------------------------
@@ -180,14 +204,32 @@ class SyncNarration:
 
     def status(self, phase: str, headline: str, *rows: Row, **fields: Any) -> None:
         args, s = self.args, self.state
-        self.track(phase, headline, [
-            *rows,
-            ("Cursor", f"{iso(s.cursor)} (`{s.cursor}`): every bundle before it is stored"),
-            ("Stored", f"{s.bundles:,} bundles, {size(s.bytes)}"
-                       + (f" ({s.stored_this_run:,} in this run)" if s.bundles != s.stored_this_run else "")),
-            ("Mode", f"follow: list again every {span(args.poll_interval)} when caught up" if args.follow
-             else f"until {iso(args.stop)}" if args.stop is not None else "until caught up"),
-        ], cursor=s.cursor, cursor_iso=iso(s.cursor), records=s.bundles, bytes=s.bytes, **fields)
+        self.track(
+            phase,
+            headline,
+            [
+                *rows,
+                ("Cursor", f"{iso(s.cursor)} (`{s.cursor}`): every bundle before it is stored"),
+                (
+                    "Stored",
+                    f"{s.bundles:,} bundles, {size(s.bytes)}"
+                    + (f" ({s.stored_this_run:,} in this run)" if s.bundles != s.stored_this_run else ""),
+                ),
+                (
+                    "Mode",
+                    f"follow: list again every {span(args.poll_interval)} when caught up"
+                    if args.follow
+                    else f"until {iso(args.stop)}"
+                    if args.stop is not None
+                    else "until caught up",
+                ),
+            ],
+            cursor=s.cursor,
+            cursor_iso=iso(s.cursor),
+            records=s.bundles,
+            bytes=s.bytes,
+            **fields,
+        )
 
     def done(self, headline: str) -> None:
         self.status("done", headline)
@@ -196,16 +238,27 @@ class SyncNarration:
         self.status("listing", f"Listing export bundles after {iso(self.state.cursor)}")
 
     def sleeping(self, wake: datetime) -> None:
-        self.status("sleeping", f"Caught up; next listing at {at(wake)}",
-                    ("Next listing", f"{at(wake)} (a durable timer of {span(self.args.poll_interval)})"),
-                    waiting_until=wake)
+        self.status(
+            "sleeping",
+            f"Caught up; next listing at {at(wake)}",
+            ("Next listing", f"{at(wake)} (a durable timer of {span(self.args.poll_interval)})"),
+            waiting_until=wake,
+        )
 
     def storing(self, bundle: ExportBundle, i: int, n: int) -> None:
-        self.status("downloading", f"Storing bundle {code(bundle.id)}",
-                    ("Bundle", f"{iso(bundle.start)} → {iso(bundle.stop)}"),
-                    ("Pace", ("downloads are rate limited across all workers; a wait here is the limit, not "
-                              "a fault (*Pending Activities* tab shows the attempt and the bytes so far)")),
-                    ("Page", f"{i} of {n} listed"))
+        self.status(
+            "downloading",
+            f"Storing bundle {code(bundle.id)}",
+            ("Bundle", f"{iso(bundle.start)} → {iso(bundle.stop)}"),
+            (
+                "Pace",
+                (
+                    "downloads are rate limited across all workers; a wait here is the limit, not "
+                    "a fault (*Pending Activities* tab shows the attempt and the bytes so far)"
+                ),
+            ),
+            ("Page", f"{i} of {n} listed"),
+        )
 
     def continuing(self) -> None:
         self.status("continuing", "Continuing as new to keep history small")
@@ -228,8 +281,13 @@ def start_texts(args: DataExportSyncInput) -> tuple[str, str, list[Row]]:
         ("Runs", mode),
         ("So far", f"{args.bundles_so_far:,} bundles, {size(args.bytes_so_far)}" if resumed else ""),
         ("Bundles to", location(args.destination)),
-        ("Pace", ("oldest first, one at a time; downloads rate limited across all workers "
-                  "(`FULLSTORY_EXPORT_DOWNLOADS_PER_MINUTE`, default 2)")),
+        (
+            "Pace",
+            (
+                "oldest first, one at a time; downloads rate limited across all workers "
+                "(`FULLSTORY_EXPORT_DOWNLOADS_PER_MINUTE`, default 2)"
+            ),
+        ),
         ("History", f"continues as new every {args.bundles_per_run:,} bundles"),
         LIVE_STATUS_ROW,
     ]

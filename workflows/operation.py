@@ -20,8 +20,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.contract import InputModel, positive, sane_poll_interval
     from workflows.policies import poll_retry
     from workflows.steps import ProgressTracker, ProgressWorkflow, StepText, parse_input
-    from workflows.texts import (LIVE_STATUS_ROW, Row, at, bar, clock, code, escape, next_check, span,
-                                 status_checks_row)
+    from workflows.texts import LIVE_STATUS_ROW, Row, at, bar, clock, code, escape, next_check, span, status_checks_row
 
 # The wait activity returns (waking the workflow, refreshing these texts) when the estimate moves this much.
 REPORT_PCT_STEP: float = WaitForOperationParams.model_fields["report_pct_step"].default
@@ -33,12 +32,17 @@ REPORT_PCT_STEP: float = WaitForOperationParams.model_fields["report_pct_step"].
 class OperationInput(InputModel):
     """Input of `OperationWorkflow`: wait for any Fullstory operation to finish."""
 
-    operation_id: str = Field(min_length=1, max_length=512, pattern=r"^\S+$",
-                              description="The operation to wait for (from a Fullstory API that started one).")
+    operation_id: str = Field(
+        min_length=1,
+        max_length=512,
+        pattern=r"^\S+$",
+        description="The operation to wait for (from a Fullstory API that started one).",
+    )
     timeout: timedelta = Field(default=timedelta(hours=24), description="Overall deadline, ISO 8601 or seconds.")
     max_poll_interval: timedelta = Field(
         default=timedelta(seconds=60),
-        description="Longest wait between status checks when the server sends no Retry-After (1 s to 6 h).")
+        description="Longest wait between status checks when the server sends no Retry-After (1 s to 6 h).",
+    )
 
     _timeout = field_validator("timeout")(lambda v: positive(v, "timeout"))
     _poll_interval = field_validator("max_poll_interval")(sane_poll_interval)
@@ -63,13 +67,20 @@ class OperationWorkflow(ProgressWorkflow):
     async def run(self, input: dict[str, Any]) -> Operation:
         args = parse_input(OperationInput, input)
         deadline = workflow.now() + args.timeout
-        return await wait_for_operation_to_end(self, args.operation_id, deadline, args.timeout,
-                                               args.max_poll_interval, then="return the final operation")
+        return await wait_for_operation_to_end(
+            self, args.operation_id, deadline, args.timeout, args.max_poll_interval, then="return the final operation"
+        )
 
 
 async def wait_for_operation_to_end(
-    wf: ProgressWorkflow, operation_id: str, deadline: datetime, timeout: timedelta, max_poll_interval: timedelta,
-    *, what: str = "operation", then: str = "",
+    wf: ProgressWorkflow,
+    operation_id: str,
+    deadline: datetime,
+    timeout: timedelta,
+    max_poll_interval: timedelta,
+    *,
+    what: str = "operation",
+    then: str = "",
 ) -> Operation:
     """Returns the COMPLETED operation, or fails the workflow with OperationFailed (or its timeout)."""
     say = OperationNarration(wf._tracker, operation_id, deadline, timeout, max_poll_interval, what=what, then=then)
@@ -78,14 +89,24 @@ async def wait_for_operation_to_end(
         say.waiting(snapshot)
         snapshot = await wf.step(
             OperationActivities.wait_for_operation,
-            WaitForOperationParams(operation_id=operation_id, known_state=say.state, known_pct=say.pct,
-                                   checks_before=say.checks, max_poll_seconds=max_poll_interval.total_seconds()),
-            deadline=deadline, retry=poll_retry(max_poll_interval), text=say.wait_step())
+            WaitForOperationParams(
+                operation_id=operation_id,
+                known_state=say.state,
+                known_pct=say.pct,
+                checks_before=say.checks,
+                max_poll_seconds=max_poll_interval.total_seconds(),
+            ),
+            deadline=deadline,
+            retry=poll_retry(max_poll_interval),
+            text=say.wait_step(),
+        )
         op = say.seen(snapshot)
         if op.state == "FAILED":
             say.failed(op)
-            raise errors.OPERATION_FAILED(f"operation {operation_id} FAILED: {op.error_details or 'no errorDetails given'}",
-                                          {"operation": snapshot.operation})
+            raise errors.OPERATION_FAILED(
+                f"operation {operation_id} FAILED: {op.error_details or 'no errorDetails given'}",
+                {"operation": snapshot.operation},
+            )
         if op.state == "COMPLETED":
             say.completed()
             return op
@@ -97,8 +118,17 @@ async def wait_for_operation_to_end(
 class OperationNarration:
     """The wait's current details and step summary; remembers what the last check saw."""
 
-    def __init__(self, tracker: ProgressTracker, operation_id: str, deadline: datetime, timeout: timedelta,
-                 max_poll_interval: timedelta, *, what: str, then: str) -> None:
+    def __init__(
+        self,
+        tracker: ProgressTracker,
+        operation_id: str,
+        deadline: datetime,
+        timeout: timedelta,
+        max_poll_interval: timedelta,
+        *,
+        what: str,
+        then: str,
+    ) -> None:
         self.track, self.operation_id, self.what, self.then = tracker.set, operation_id, what, then
         self.deadline, self.timeout, self.max_poll_interval = deadline, timeout, max_poll_interval
         self.state: str | None = None
@@ -108,7 +138,12 @@ class OperationNarration:
 
     def seen(self, snapshot: OperationSnapshot) -> Operation:
         op = Operation.model_validate(snapshot.operation)
-        self.checks, self.state, self.pct, self.seen_at = snapshot.checks, op.state, op.estimate_pct_complete, workflow.now()
+        self.checks, self.state, self.pct, self.seen_at = (
+            snapshot.checks,
+            op.state,
+            op.estimate_pct_complete,
+            workflow.now(),
+        )
         return op
 
     def progress_text(self) -> str:
@@ -120,36 +155,61 @@ class OperationNarration:
         return f"{bar(self.pct)} {self.state} (Fullstory's estimate as of {clock(self.seen_at)}; {step})"
 
     def waiting(self, snapshot: OperationSnapshot | None) -> None:
-        self.track("waiting", f"Waiting for {self.what} {code(self.operation_id)} to finish", [
-            ("Progress", self.progress_text()),
-            ("Next check", next_check(self.max_poll_interval)),
-            ("Deadline", f"{at(self.deadline)} ({span(self.timeout)} after start)"),
-            ("Then", self.then),
-        ], job_id=self.operation_id, status=self.state, percent=self.pct, waiting_until=self.deadline)
+        self.track(
+            "waiting",
+            f"Waiting for {self.what} {code(self.operation_id)} to finish",
+            [
+                ("Progress", self.progress_text()),
+                ("Next check", next_check(self.max_poll_interval)),
+                ("Deadline", f"{at(self.deadline)} ({span(self.timeout)} after start)"),
+                ("Then", self.then),
+            ],
+            job_id=self.operation_id,
+            status=self.state,
+            percent=self.pct,
+            waiting_until=self.deadline,
+        )
 
     def wait_step(self) -> StepText:
         pct_text = f" {self.pct:g}%" if self.pct is not None else ""
         return StepText(
             (f"Last seen {self.state}{pct_text} · " if self.state else "First check · ")
             + f"checks ≤ {span(self.max_poll_interval)} apart until it ends or moves {REPORT_PCT_STEP:g} points",
-            f"operation {self.operation_id} did not finish within {self.timeout}")
+            f"operation {self.operation_id} did not finish within {self.timeout}",
+        )
 
     def failed(self, op: Operation) -> None:
-        self.track("failed", f"Failed: {self.what} {code(self.operation_id)} FAILED", [
-            ("Fullstory says", escape(op.error_details or "no errorDetails given")), ("Checks", f"{self.checks:,}")],
-            status="FAILED", waiting_until=None)
+        self.track(
+            "failed",
+            f"Failed: {self.what} {code(self.operation_id)} FAILED",
+            [("Fullstory says", escape(op.error_details or "no errorDetails given")), ("Checks", f"{self.checks:,}")],
+            status="FAILED",
+            waiting_until=None,
+        )
 
     def completed(self) -> None:
-        self.track("completed", f"{self.what.capitalize()} {code(self.operation_id)} COMPLETED", [
-            ("Progress", bar(100.0)), ("Checks", f"{self.checks:,}"), ("Then", self.then)],
-            status="COMPLETED", percent=100.0, waiting_until=None)
+        self.track(
+            "completed",
+            f"{self.what.capitalize()} {code(self.operation_id)} COMPLETED",
+            [("Progress", bar(100.0)), ("Checks", f"{self.checks:,}"), ("Then", self.then)],
+            status="COMPLETED",
+            percent=100.0,
+            waiting_until=None,
+        )
 
 
 def start_texts(args: OperationInput) -> tuple[str, str, list[Row]]:
     """(summary, headline, rows) for the UI's static texts, set by whoever starts the workflow."""
-    return (f"Wait for Fullstory operation {args.operation_id}", f"Fullstory operation {code(args.operation_id)}", [
-        ("Deadline", f"{span(args.timeout)} after start"),
-        status_checks_row(args.max_poll_interval),
-        ("Result", "the final operation; FAILED fails the workflow with `OperationFailed` and Fullstory's errorDetails"),
-        LIVE_STATUS_ROW,
-    ])
+    return (
+        f"Wait for Fullstory operation {args.operation_id}",
+        f"Fullstory operation {code(args.operation_id)}",
+        [
+            ("Deadline", f"{span(args.timeout)} after start"),
+            status_checks_row(args.max_poll_interval),
+            (
+                "Result",
+                "the final operation; FAILED fails the workflow with `OperationFailed` and Fullstory's errorDetails",
+            ),
+            LIVE_STATUS_ROW,
+        ],
+    )

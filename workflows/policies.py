@@ -16,8 +16,12 @@ from temporalio.common import RetryPolicy
 
 from workflows.errors import NON_RETRYABLE
 
-CALL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
-                         maximum_interval=timedelta(minutes=2), non_retryable_error_types=NON_RETRYABLE)
+CALL_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=2),
+    non_retryable_error_types=NON_RETRYABLE,
+)
 # Short, so a call held by a worker that died is retried elsewhere within about 30 s.
 CALL_TIMEOUT = timedelta(seconds=30)
 
@@ -25,8 +29,20 @@ CALL_TIMEOUT = timedelta(seconds=30)
 POLL_FIRST_GAP = timedelta(seconds=2)
 POLL_BACKOFF = 1.5
 
-# Long activities heartbeat every HEARTBEAT_TIMEOUT / HEARTBEATS_PER_TIMEOUT.
-HEARTBEAT_TIMEOUT = timedelta(seconds=20)
+# Long activities (page walks, downloads) heartbeat every HEARTBEAT_TIMEOUT / HEARTBEATS_PER_TIMEOUT,
+# and the worker sends at most one heartbeat a second (worker.py): 6 s is ~6 beats in a row lost before
+# a false timeout (the beat runs on the event loop; writes, hashing and the gzip check run off it), and
+# with LONG_RETRY's gaps (<= 2 s) a dead worker's walk or download runs on another within ~8 s.
+# A new attempt resumes from the part on disk (activities/journal.py), so a kill costs no re-download.
+HEARTBEAT_TIMEOUT = timedelta(seconds=6)
+# Their retries: workers die again and again (spot nodes, deploys), and each death is one more attempt;
+# CALL_RETRY's doubling would leave minutes between the 8th and the 9th. A capped, short gap instead.
+LONG_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=1.5,
+    maximum_interval=timedelta(seconds=2),
+    non_retryable_error_types=NON_RETRYABLE,
+)
 HEARTBEATS_PER_TIMEOUT = 20
 
 
@@ -37,5 +53,9 @@ def poll_delay(check: int, cap: timedelta) -> timedelta:
 
 def poll_retry(max_interval: timedelta) -> RetryPolicy:
     """Retry policy of a wait: `poll_delay`'s curve, the fallback to the activity's `next_retry_delay`."""
-    return RetryPolicy(initial_interval=min(POLL_FIRST_GAP, max_interval), backoff_coefficient=POLL_BACKOFF,
-                       maximum_interval=max_interval, non_retryable_error_types=NON_RETRYABLE)
+    return RetryPolicy(
+        initial_interval=min(POLL_FIRST_GAP, max_interval),
+        backoff_coefficient=POLL_BACKOFF,
+        maximum_interval=max_interval,
+        non_retryable_error_types=NON_RETRYABLE,
+    )

@@ -18,8 +18,8 @@ from temporalio import workflow
 
 from activities.batch import BatchActivities
 from activities.download import DownloadActivities
-from activities.locations import LocationActivities
 from activities.legacy_export import BundleStoreActivities, LegacyExportActivities
+from activities.locations import LocationActivities
 from activities.operations import Operation, OperationActivities
 from workflows import batch_import, data_export_sync, operation, segment_export
 from workflows.texts import MAX_SUMMARY, Row, current_details, escape, shorten
@@ -50,20 +50,47 @@ class Job:
 
 
 JOBS: tuple[Job, ...] = (
-    Job(batch_import.BatchImportWorkflow, "batch-import", "Batch import",
-        batch_import.BatchImportInput, batch_import.BatchImportResult,
-        batch_import.workflow_id_for, batch_import.start_texts, (BatchActivities, LocationActivities)),
-    Job(segment_export.SegmentExportWorkflow, "segment-export", "Segment export",
-        segment_export.SegmentExportInput, segment_export.SegmentExportResult,
-        segment_export.workflow_id_for, segment_export.start_texts,
-        (OperationActivities, DownloadActivities, LocationActivities)),
-    Job(operation.OperationWorkflow, "operation", "Fullstory operation",
-        operation.OperationInput, Operation,
-        operation.workflow_id_for, operation.start_texts, (OperationActivities,)),
-    Job(data_export_sync.DataExportSyncWorkflow, "data-export-sync", "Legacy data export sync",
-        data_export_sync.DataExportSyncInput, data_export_sync.DataExportSyncResult,
-        data_export_sync.workflow_id_for, data_export_sync.start_texts,
-        (LegacyExportActivities, BundleStoreActivities, LocationActivities), hidden_fields=data_export_sync.HIDDEN_FIELDS),
+    Job(
+        batch_import.BatchImportWorkflow,
+        "batch-import",
+        "Batch import",
+        batch_import.BatchImportInput,
+        batch_import.BatchImportResult,
+        batch_import.workflow_id_for,
+        batch_import.start_texts,
+        (BatchActivities, LocationActivities),
+    ),
+    Job(
+        segment_export.SegmentExportWorkflow,
+        "segment-export",
+        "Segment export",
+        segment_export.SegmentExportInput,
+        segment_export.SegmentExportResult,
+        segment_export.workflow_id_for,
+        segment_export.start_texts,
+        (OperationActivities, DownloadActivities, LocationActivities),
+    ),
+    Job(
+        operation.OperationWorkflow,
+        "operation",
+        "Fullstory operation",
+        operation.OperationInput,
+        Operation,
+        operation.workflow_id_for,
+        operation.start_texts,
+        (OperationActivities,),
+    ),
+    Job(
+        data_export_sync.DataExportSyncWorkflow,
+        "data-export-sync",
+        "Legacy data export sync",
+        data_export_sync.DataExportSyncInput,
+        data_export_sync.DataExportSyncResult,
+        data_export_sync.workflow_id_for,
+        data_export_sync.start_texts,
+        (LegacyExportActivities, BundleStoreActivities, LocationActivities),
+        hidden_fields=data_export_sync.HIDDEN_FIELDS,
+    ),
 )
 
 BY_NAME: Mapping[str, Job] = {job.name: job for job in JOBS}
@@ -90,14 +117,19 @@ def start_texts(workflow_type: str, args: BaseModel | Mapping[str, Any]) -> tupl
     if job is None:
         fields = sorted(args.keys()) if isinstance(args, Mapping) else []
         return shorten(workflow_type, MAX_SUMMARY), current_details(
-            workflow_type, [("Input fields", escape(shorten(", ".join(map(str, fields)), 200)) or "none")])
+            workflow_type, [("Input fields", escape(shorten(", ".join(map(str, fields)), 200)) or "none")]
+        )
     if not isinstance(args, job.input):
         try:
             args = job.input.model_validate(args.model_dump() if isinstance(args, BaseModel) else args)
         except ValidationError as e:
             bad = ", ".join(".".join(map(str, err["loc"])) or "(input)" for err in e.errors(include_input=False))
-            return (f"{job.title} (invalid input)",
-                    current_details(f"{job.title}: invalid input; the workflow will fail with InvalidInput",
-                                    [("Fields to fix", escape(shorten(bad, 300)))]))
+            return (
+                f"{job.title} (invalid input)",
+                current_details(
+                    f"{job.title}: invalid input; the workflow will fail with InvalidInput",
+                    [("Fields to fix", escape(shorten(bad, 300)))],
+                ),
+            )
     summary, headline, rows = job.describe(args)
     return shorten(summary, MAX_SUMMARY), current_details(headline, rows)

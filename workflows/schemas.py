@@ -1,7 +1,7 @@
 """JSON Schemas of every workflow input and result, generated from the models.
 
-    python -m workflows.schemas --write   # regenerate workflows/schemas/*.json
-    python -m workflows.schemas --check   # exit 1 when the checked-in files drift
+python -m workflows.schemas --write   # regenerate workflows/schemas/*.json
+python -m workflows.schemas --check   # exit 1 when the checked-in files drift
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ The steps, as Fullstory's API has them:
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
@@ -20,10 +20,17 @@ with workflow.unsafe.imports_passed_through():
     from activities.download import DownloadActivities, DownloadParams, DownloadResult
     from activities.operations import CreateSegmentExportParams, Operation, OperationActivities
     from workflows import errors
-    from workflows.contract import (LOCATION_HELP, InputModel, ResultModel, TimeRange, idempotency_key, positive,
-                                    sane_poll_interval)
+    from workflows.contract import (
+        LOCATION_HELP,
+        InputModel,
+        ResultModel,
+        TimeRange,
+        idempotency_key,
+        positive,
+        sane_poll_interval,
+    )
     from workflows.operation import wait_for_operation_to_end
-    from workflows.policies import HEARTBEAT_TIMEOUT
+    from workflows.policies import HEARTBEAT_TIMEOUT, LONG_RETRY
     from workflows.steps import ProgressTracker, ProgressWorkflow, StepText, parse_input
     from workflows.texts import LIVE_STATUS_ROW, Row, at, code, location, plain, shorten, size, span, status_checks_row
 
@@ -44,25 +51,36 @@ SUBDIR = "segment-exports"
 class SegmentExportInput(InputModel):
     """Input of `SegmentExportWorkflow`: create a segment export (or adopt `operation_id`) and download it."""
 
-    segment_id: str | None = Field(default=None, min_length=1, max_length=512,
-                                   description="Create an export of this segment (needs time_range).")
+    segment_id: str | None = Field(
+        default=None, min_length=1, max_length=512, description="Create an export of this segment (needs time_range)."
+    )
     type: ExportType = Field(default="TYPE_EVENT", description="Events, or individuals (users).")
     format: ExportFormat = Field(default="FORMAT_NDJSON", description="File format (gzipped).")
-    time_range: TimeRange | None = Field(default=None, description='The data to export: {"start": RFC 3339, '
-                                         '"end": RFC 3339}, with UTC offsets.')
-    segment_time_range: TimeRange | None = Field(default=None, description="Evaluate segment membership over "
-                                                 "this range instead of time_range.")
-    timezone: str | None = Field(default=None, pattern=_TIMEZONE, max_length=64,
-                                 description="IANA time zone, e.g. America/New_York.")
+    time_range: TimeRange | None = Field(
+        default=None, description='The data to export: {"start": RFC 3339, "end": RFC 3339}, with UTC offsets.'
+    )
+    segment_time_range: TimeRange | None = Field(
+        default=None, description="Evaluate segment membership over this range instead of time_range."
+    )
+    timezone: str | None = Field(
+        default=None, pattern=_TIMEZONE, max_length=64, description="IANA time zone, e.g. America/New_York."
+    )
     fields: list[str] | None = Field(default=None, min_length=1, description="Only these fields (a JSON list).")
-    operation_id: str | None = Field(default=None, min_length=1, max_length=512, pattern=r"^\S+$",
-                                     description="Adopt an export that was already started.")
-    destination: str | None = Field(default=None, description=f"Where the file goes: {LOCATION_HELP}; "
-                                    "defaults to the worker's FULLSTORY_DATA_DIR.")
+    operation_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=512,
+        pattern=r"^\S+$",
+        description="Adopt an export that was already started.",
+    )
+    destination: str | None = Field(
+        default=None, description=f"Where the file goes: {LOCATION_HELP}; defaults to the worker's FULLSTORY_DATA_DIR."
+    )
     timeout: timedelta = Field(default=timedelta(hours=24), description="Overall deadline, ISO 8601 or seconds.")
     max_poll_interval: timedelta = Field(
         default=timedelta(seconds=60),
-        description="Longest wait between status checks when the server sends no Retry-After (1 s to 6 h).")
+        description="Longest wait between status checks when the server sends no Retry-After (1 s to 6 h).",
+    )
     verify_gzip: bool = Field(default=True, description="Check gzip integrity while downloading.")
 
     _timeout = field_validator("timeout")(lambda v: positive(v, "timeout"))
@@ -101,12 +119,17 @@ def workflow_id_for(args: SegmentExportInput, unique: str) -> str:
 
 def export_request_body(args: SegmentExportInput) -> dict[str, Any]:
     """Fullstory's camelCase request from our snake_case input."""
+
     def rng(r: TimeRange) -> dict[str, str]:
         return {"start": r.start.isoformat().replace("+00:00", "Z"), "end": r.end.isoformat().replace("+00:00", "Z")}
 
     assert args.time_range is not None  # the input's validator requires it when creating
-    body: dict[str, Any] = {"segmentId": args.segment_id, "type": args.type, "format": args.format,
-                            "timeRange": rng(args.time_range)}
+    body: dict[str, Any] = {
+        "segmentId": args.segment_id,
+        "type": args.type,
+        "format": args.format,
+        "timeRange": rng(args.time_range),
+    }
     if args.segment_time_range is not None:
         body["segmentTimeRange"] = rng(args.segment_time_range)
     if args.timezone is not None:
@@ -124,7 +147,8 @@ def download_source(operation_id: str, op: Operation) -> dict[str, Any]:
     if op.results.get("downloadUrl"):
         return {"kind": "operation", "operation_id": operation_id}
     raise errors.EXPORT_HAS_NO_RESULTS(
-        f"operation {operation_id} COMPLETED without searchExportId or downloadUrl in its results")
+        f"operation {operation_id} COMPLETED without searchExportId or downloadUrl in its results"
+    )
 
 
 # --- The workflow --------------------------------------------------------------------------------
@@ -146,25 +170,40 @@ class SegmentExportWorkflow(ProgressWorkflow):
             say.creating()
             operation_id = await self.step(
                 OperationActivities.create_segment_export,
-                CreateSegmentExportParams(body=export_request_body(args),
-                                          idempotency_key=idempotency_key(workflow.info().workflow_id)),
-                deadline=deadline, text=say.create_step())
+                CreateSegmentExportParams(
+                    body=export_request_body(args), idempotency_key=idempotency_key(workflow.info().workflow_id)
+                ),
+                deadline=deadline,
+                text=say.create_step(),
+            )
 
-        op = await wait_for_operation_to_end(self, operation_id, deadline, args.timeout, args.max_poll_interval,
-                                             what="export operation", then=say.then)
+        op = await wait_for_operation_to_end(
+            self, operation_id, deadline, args.timeout, args.max_poll_interval, what="export operation", then=say.then
+        )
         source = download_source(operation_id, op)
 
         say.downloading(operation_id, source)
         download = await self.step(
             DownloadActivities.download_to_destination,
-            DownloadParams.model_validate({"source": source, "destination": args.destination, "subdir": SUBDIR,
-                                           "verify_gzip": args.verify_gzip}),
-            deadline=max(deadline, workflow.now() + DOWNLOAD_BUDGET), start_to_close=DOWNLOAD_ATTEMPT_TIMEOUT,
-            heartbeat=HEARTBEAT_TIMEOUT, text=say.download_step(operation_id))
+            DownloadParams.model_validate(
+                {"source": source, "destination": args.destination, "subdir": SUBDIR, "verify_gzip": args.verify_gzip}
+            ),
+            deadline=max(deadline, workflow.now() + DOWNLOAD_BUDGET),
+            start_to_close=DOWNLOAD_ATTEMPT_TIMEOUT,
+            heartbeat=HEARTBEAT_TIMEOUT,
+            retry=LONG_RETRY,
+            text=say.download_step(operation_id),
+        )
         say.done(operation_id, download)
-        return SegmentExportResult(operation_id=operation_id, export_id=source.get("export_id"),
-                                   location=download.location, bytes=download.bytes, sha256=download.sha256,
-                                   content_type=download.content_type, filename=download.filename)
+        return SegmentExportResult(
+            operation_id=operation_id,
+            export_id=source.get("export_id"),
+            location=download.location,
+            bytes=download.bytes,
+            sha256=download.sha256,
+            content_type=download.content_type,
+            filename=download.filename,
+        )
 
 
 # --- What the UI says ----------------------------------------------------------------------------
@@ -179,36 +218,61 @@ class SegmentExportNarration:
 
     def creating(self) -> None:
         args = self.args
-        self.track("creating", f"Creating an export of segment {code(args.segment_id, 60)}", [
-            ("Export", f"{args.type}, {args.format}"),
-            ("Idempotency", "the key comes from the workflow id: a retried create never makes a second export"),
-            ("Then", f"wait for it, then {self.then}")])
+        self.track(
+            "creating",
+            f"Creating an export of segment {code(args.segment_id, 60)}",
+            [
+                ("Export", f"{args.type}, {args.format}"),
+                ("Idempotency", "the key comes from the workflow id: a retried create never makes a second export"),
+                ("Then", f"wait for it, then {self.then}"),
+            ],
+        )
 
     def create_step(self) -> StepText:
         args = self.args
-        return StepText(f"Create export of segment {args.segment_id} ({args.type}, {args.format})",
-                        f"creating the export of segment {args.segment_id} did not succeed in time")
+        return StepText(
+            f"Create export of segment {args.segment_id} ({args.type}, {args.format})",
+            f"creating the export of segment {args.segment_id} did not succeed in time",
+        )
 
     def downloading(self, operation_id: str, source: dict[str, Any]) -> None:
         export_id = source.get("export_id")
-        self.track("downloading", f"Downloading the export of operation {code(operation_id)}", [
-            ("Export", code(export_id) if export_id else "from the operation's download URL"),
-            ("Progress", ("the bytes on disk so far are the *Last Heartbeat Details* on the *Pending Activities* "
-                          "tab; a retried attempt resumes from them by Range")),
-            ("Checks", f"{self.checked} on the way; visible under its final name only when complete"),
-            ("To", self.to),
-        ], percent=None, bytes=0)
+        self.track(
+            "downloading",
+            f"Downloading the export of operation {code(operation_id)}",
+            [
+                ("Export", code(export_id) if export_id else "from the operation's download URL"),
+                (
+                    "Progress",
+                    (
+                        "the bytes on disk so far are the *Last Heartbeat Details* on the *Pending Activities* "
+                        "tab; a retried attempt resumes from them by Range"
+                    ),
+                ),
+                ("Checks", f"{self.checked} on the way; visible under its final name only when complete"),
+                ("To", self.to),
+            ],
+            percent=None,
+            bytes=0,
+        )
 
     def download_step(self, operation_id: str) -> StepText:
-        return StepText(f"Download export of operation {operation_id} (resumable, {self.checked})",
-                        f"downloading the export of operation {operation_id} did not finish in time")
+        return StepText(
+            f"Download export of operation {operation_id} (resumable, {self.checked})",
+            f"downloading the export of operation {operation_id} did not finish in time",
+        )
 
     def done(self, operation_id: str, download: DownloadResult) -> None:
-        self.track("done", f"Done: the export of operation {code(operation_id)} is stored", [
-            ("Location", code(download.location, 160)),
-            ("Size", size(download.bytes)),
-            ("sha256", code(download.sha256)),
-        ], bytes=download.bytes)
+        self.track(
+            "done",
+            f"Done: the export of operation {code(operation_id)} is stored",
+            [
+                ("Location", code(download.location, 160)),
+                ("Size", size(download.bytes)),
+                ("sha256", code(download.sha256)),
+            ],
+            bytes=download.bytes,
+        )
 
 
 def _time_range(r: TimeRange) -> str:
@@ -230,8 +294,10 @@ def start_texts(args: SegmentExportInput) -> tuple[str, str, list[Row]]:
         fields = list(args.fields or [])
         rows = [
             ("Export", f"{args.type}, {args.format}"),
-            ("Time range", _time_range(args.time_range)
-             + (f" (timezone {code(args.timezone)})" if args.timezone else "")),
+            (
+                "Time range",
+                _time_range(args.time_range) + (f" (timezone {code(args.timezone)})" if args.timezone else ""),
+            ),
             ("Segment time range", _time_range(args.segment_time_range) if args.segment_time_range else ""),
             ("Fields", f"{len(fields)}: {code(', '.join(fields), 120)}" if fields else ""),
         ]
@@ -241,9 +307,13 @@ def start_texts(args: SegmentExportInput) -> tuple[str, str, list[Row]]:
         ("File to", dest),
         ("Deadline", f"{span(args.timeout)} after start for the export to finish; the download then gets its own time"),
         status_checks_row(args.max_poll_interval),
-        ("Steps", ("create the export (Idempotency-Key from the workflow id) → " if args.operation_id is None else "")
-         + "wait for the operation, percent shown → download: resumable, "
-         + ("gzip-verified, " if args.verify_gzip else "") + "sha256, atomic"),
+        (
+            "Steps",
+            ("create the export (Idempotency-Key from the workflow id) → " if args.operation_id is None else "")
+            + "wait for the operation, percent shown → download: resumable, "
+            + ("gzip-verified, " if args.verify_gzip else "")
+            + "sha256, atomic",
+        ),
         LIVE_STATUS_ROW,
     ]
     return summary, headline, rows

@@ -111,20 +111,36 @@ class ProgressWorkflow:
         return self._tracker.progress
 
     async def step(
-        self, activity: Callable[[Any, P], Awaitable[R]], params: P, *, deadline: datetime, text: StepText,
-        retry: RetryPolicy = CALL_RETRY, start_to_close: timedelta = CALL_TIMEOUT,
-        heartbeat: timedelta | None = None, task_queue: str | None = None,
+        self,
+        activity: Callable[[Any, P], Awaitable[R]],
+        params: P,
+        *,
+        deadline: datetime,
+        text: StepText,
+        retry: RetryPolicy = CALL_RETRY,
+        start_to_close: timedelta = CALL_TIMEOUT,
+        heartbeat: timedelta | None = None,
+        task_queue: str | None = None,
     ) -> R:
         """Run one activity (by method) until `deadline`; its failure becomes the workflow's, clearly worded."""
         try:
             return await workflow.execute_activity_method(
-                activity, params, summary=text.summary, schedule_to_close_timeout=remaining(deadline),
-                start_to_close_timeout=start_to_close, heartbeat_timeout=heartbeat, retry_policy=retry,
+                activity,
+                params,
+                summary=text.summary,
+                schedule_to_close_timeout=remaining(deadline),
+                start_to_close_timeout=start_to_close,
+                heartbeat_timeout=heartbeat,
+                retry_policy=retry,
                 task_queue=task_queue,
             )
         except ActivityError as err:
-            self._tracker.set("failed", "Failed: " + escape(str(err.cause.message if err.cause else err)),
-                              [("Step", escape(text.summary))], waiting_until=None)
+            self._tracker.set(
+                "failed",
+                "Failed: " + escape(str(getattr(err.cause, "message", None) or err)),
+                [("Step", escape(text.summary))],
+                waiting_until=None,
+            )
             raise_activity_failure(err, timeout_message=text.timeout_message, timeout_error=self.timeout_error)
 
     async def check_locations(self, **locations: str | None) -> None:
@@ -136,7 +152,12 @@ class ProgressWorkflow:
         named = {field: value for field, value in locations.items() if value is not None}
         if not named or not workflow.patched(CHECK_LOCATIONS_PATCH):
             return
-        await self.step(LocationActivities.check_locations, CheckLocationsParams(locations=named),
-                        deadline=workflow.now() + CALL_TIMEOUT * 4,
-                        text=StepText("Check the locations named in the input against FULLSTORY_ALLOWED_LOCATIONS",
-                                      "checking the input's locations did not succeed in time"))
+        await self.step(
+            LocationActivities.check_locations,
+            CheckLocationsParams(locations=named),
+            deadline=workflow.now() + CALL_TIMEOUT * 4,
+            text=StepText(
+                "Check the locations named in the input against FULLSTORY_ALLOWED_LOCATIONS",
+                "checking the input's locations did not succeed in time",
+            ),
+        )

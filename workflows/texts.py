@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from workflows.contract import redact_url
 
@@ -23,23 +23,24 @@ MAX_SUMMARY = 200  # a one-line summary; the UI cuts long ones anyway
 
 # --- small formatters -----------------------------------------------------------------------------
 
+
 def at(t: datetime | int) -> str:
     """A moment (a datetime or unix seconds) to the minute, in UTC: `2026-11-26 15:28 UTC`."""
     if isinstance(t, int):
-        t = datetime.fromtimestamp(t, tz=timezone.utc)
-    return t.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        t = datetime.fromtimestamp(t, tz=UTC)
+    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def clock(t: datetime) -> str:
     """A time of day to the second, in UTC: `15:28:42 UTC`."""
-    return t.astimezone(timezone.utc).strftime("%H:%M:%S UTC")
+    return t.astimezone(UTC).strftime("%H:%M:%S UTC")
 
 
 def iso(t: int | datetime) -> str:
     """A moment (unix seconds or a datetime) as RFC 3339 in UTC: `2026-11-26T15:28:42Z`."""
     if isinstance(t, int):
-        t = datetime.fromtimestamp(t, tz=timezone.utc)
-    return t.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+        t = datetime.fromtimestamp(t, tz=UTC)
+    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def unix(t: int) -> str:
@@ -80,7 +81,7 @@ def shorten(text: str, limit: int = 80) -> str:
     if len(text) <= limit:
         return text
     keep = limit - 1
-    return text[: keep // 2] + "…" + text[len(text) - (keep - keep // 2):]
+    return text[: keep // 2] + "…" + text[len(text) - (keep - keep // 2) :]
 
 
 def code(value: object, limit: int = 80) -> str:
@@ -114,12 +115,14 @@ def next_check(max_poll: timedelta) -> str:
     activity's `next_retry_delay` without waking the workflow, so only the Pending Activities tab
     knows the exact time. The poll policy bounds it.
     """
-    return (f"within {span(max_poll)} (sooner at first; later only if Fullstory's Retry-After asks). "
-            f"Exact time: *Next Retry* on the {PENDING_TAB}")
+    return (
+        f"within {span(max_poll)} (sooner at first; later only if Fullstory's Retry-After asks). "
+        f"Exact time: *Next Retry* on the {PENDING_TAB}"
+    )
 
 
 def next_check_text(delay: timedelta, now: datetime) -> str:
-    """"next check in 7 s (at 15:40:24 UTC)": a retry's time, for the UI's Last Failure and logs."""
+    """ "next check in 7 s (at 15:40:24 UTC)": a retry's time, for the UI's Last Failure and logs."""
     when = now + delay
     day = f" on {when:%Y-%m-%d}" if delay >= timedelta(hours=12) else ""
     return f"next check in {span(delay)} (at {clock(when)}{day})"
@@ -133,6 +136,7 @@ LIVE_STATUS_ROW: Row = ("Live status", "*Current Details* (beside this), or the 
 
 
 # --- current details (set by the workflows) --------------------------------------------------------
+
 
 def current_details(headline: str, rows: Iterable[Row] = ()) -> str:
     """Markdown for `workflow.set_current_details`: a bold headline, then one bullet per fact."""
