@@ -48,6 +48,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.fullstory_client import FullstoryClient
+from activities.locations import Locations
 from infra.data_converter import DATA_CONVERTER
 from infra.health import Health
 from infra.logging_setup import add_secret, configure_logging, redact
@@ -393,6 +394,8 @@ async def serve(settings: Settings, make_workers: MakeWorkers) -> None:
                 f"metrics on http://{settings.fullstory_listen_host}:{settings.fullstory_metrics_port}/metrics",
                 flush=True,
             )
+        allowed = Locations(settings.fullstory_data_dir, settings.fullstory_allowed_locations).describe()
+        print(f"workflows may read and write only in: {allowed} (FULLSTORY_ALLOWED_LOCATIONS)", flush=True)
         async with running_workers(rt, make_workers):
             health.polling = True
             log.info("worker polling task queue %s on %s", rt.settings.fullstory_task_queue, rt.target.describe())
