@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import sys
 import types
 import typing
@@ -37,7 +36,7 @@ from temporalio.client import Client, WorkflowExecutionDescription, WorkflowFail
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
-from infra.logging_setup import configure_logging
+from infra.logging_setup import add_log_level_flag, configure_logging
 from infra.settings import Settings, SettingsError, load_settings
 from infra.temporal_connection import TemporalTarget, for_cli, load_temporal_target, ui_link
 from infra.worker_host import HINT_CONFIGURED, HINT_LOCAL, connect, exit_now, running_workers, serve, services
@@ -282,13 +281,7 @@ def make_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
         epilog="Settings come from environment variables: see README.md, Settings.",
     )
-    parser.add_argument(
-        "--log-level",
-        type=str.upper,
-        default=os.environ.get("LOG_LEVEL", "INFO").upper(),
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="default INFO (or LOG_LEVEL)",
-    )
+    add_log_level_flag(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser(
         "worker",

@@ -26,6 +26,7 @@ from temporalio.worker import Worker
 from activities.deps import ActivityDeps
 from activities.fullstory_client import FullstoryClient
 from activities.legacy_export import BundleStoreActivities
+from infra.logging_setup import add_log_level_flag
 from infra.settings import Settings
 from infra.worker_host import exit_now, serve_main
 from workflows.registry import WORKFLOWS, activity_classes
@@ -93,13 +94,7 @@ def main(argv: list[str]) -> int:
         "Temporal dev server if no TEMPORAL_ADDRESS, simulator if no FULLSTORY_API_KEY.",
         epilog="Other commands (demo, start, status, result): see `fullstory-jobs --help`.",
     )
-    parser.add_argument(
-        "--log-level",
-        type=str.upper,
-        default=os.environ.get("LOG_LEVEL", "INFO").upper(),
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="default INFO (or LOG_LEVEL)",
-    )
+    add_log_level_flag(parser)
     parser.add_argument("command", nargs="?", default="worker", choices=["worker"], help="worker (the default)")
     i = 0  # the command is the first argument that is not --log-level or its value
     while i < len(argv) and argv[i].startswith("--log-level"):

@@ -7,7 +7,9 @@ the redaction. Signed URLs lose their query string; the API key is replaced.
 
 from __future__ import annotations
 
+import argparse
 import logging
+import os
 import re
 import sys
 from typing import Any
@@ -89,3 +91,14 @@ def configure_logging(level: str = "INFO", json_output: bool | None = None) -> N
     workflow.logger.workflow_info_on_message = False
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+def add_log_level_flag(parser: argparse.ArgumentParser) -> None:
+    """`--log-level`, default LOG_LEVEL or INFO: the worker's and the CLI's one flag for it."""
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        default=os.environ.get("LOG_LEVEL", "INFO").upper(),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="default INFO (or LOG_LEVEL)",
+    )
