@@ -17,16 +17,13 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel
 from temporalio import activity
 
 from workflows import errors
-
-if TYPE_CHECKING:
-    from activities.deps import ActivityDeps
 
 SETTING = "FULLSTORY_ALLOWED_LOCATIONS"
 OBJECT_STORES = ("s3://", "gs://", "gcs://", "az://", "abfs://", "abfss://")
@@ -152,8 +149,15 @@ class CheckLocationsParams(BaseModel):
     locations: dict[str, str]  # input field name -> the location it names
 
 
+class HasLocations(Protocol):
+    """What LocationActivities needs of activities/deps.py's ActivityDeps."""
+
+    @property
+    def locations(self) -> Locations: ...
+
+
 class LocationActivities:
-    def __init__(self, deps: ActivityDeps) -> None:
+    def __init__(self, deps: HasLocations) -> None:
         self.locations = deps.locations
 
     @activity.defn(name="check_locations")
