@@ -28,11 +28,12 @@ import hashlib
 import os
 import re
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Callable, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import quote, unquote, urlsplit
 
 import httpx
@@ -40,8 +41,8 @@ from pydantic import BaseModel, Field, field_validator
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.fullstory_client import FullstoryClient, error_from_response, error_from_transport, retry_after_of
 from activities.deps import ActivityDeps
+from activities.fullstory_client import FullstoryClient, error_from_response, error_from_transport, retry_after_of
 from activities.gzip_check import GzipChecker, GzipCorrupt, start_checker
 from activities.heartbeat import Heartbeater, heartbeat_interval, resume_details
 from activities.journal import SYNC_BYTES, Journal
@@ -278,16 +279,24 @@ class DownloadActivities:
     async def locate(self, source: DownloadSource) -> Location:
         """A fresh URL for the source (signed URLs expire after minutes)."""
         if isinstance(source, SearchExportSource):
-            body = (await self.client.call(
-                "GET", f"/search/v1/exports/{quote(source.export_id, safe='')}/results",
-                what=f"get results of search export {source.export_id}")).body or {}
+            body = (
+                await self.client.call(
+                    "GET",
+                    f"/search/v1/exports/{quote(source.export_id, safe='')}/results",
+                    what=f"get results of search export {source.export_id}",
+                )
+            ).body or {}
             if not body.get("location"):
                 raise errors.EXPORT_NOT_READY(f"search export {source.export_id} has no download location yet")
             return Location(body["location"], False, _parse_expires(body.get("expires")))
         if isinstance(source, OperationSource):
-            body = (await self.client.call(
-                "GET", f"/operations/v1/{quote(source.operation_id, safe='')}",
-                what=f"get operation {source.operation_id}")).body or {}
+            body = (
+                await self.client.call(
+                    "GET",
+                    f"/operations/v1/{quote(source.operation_id, safe='')}",
+                    what=f"get operation {source.operation_id}",
+                )
+            ).body or {}
             results = body.get("results") or {}
             if results.get("downloadUrl"):
                 return Location(results["downloadUrl"], False, _parse_expires(results.get("expires")))
@@ -308,7 +317,7 @@ class DownloadActivities:
         directory = dest.local / safe_name(params.subdir) if params.subdir else dest.local
         directory.mkdir(parents=True, exist_ok=True)
         info = activity.info()
-        part = directory / f".{safe_name(info.workflow_id, 80)}-{safe_name(info.activity_id, 40)}.part"
+        part = directory / f".{safe_name(info.workflow_id or 'no-workflow', 80)}-{safe_name(info.activity_id, 40)}.part"
         keep = resume_point(part, resume_details(DownloadCursor))
         async with Heartbeater() as heartbeater:
             beat = lambda size: heartbeater.update(DownloadCursor(part=str(part), bytes_done=size))  # noqa: E731
@@ -317,8 +326,14 @@ class DownloadActivities:
             result.location = await publish(dest, Path(result.location))
         return result
 
-    async def download(self, params: DownloadParams, part: Path, directory: Path, keep: int = 0,
-                       heartbeat: Callable[[int], None] | None = None) -> DownloadResult:
+    async def download(
+        self,
+        params: DownloadParams,
+        part: Path,
+        directory: Path,
+        keep: int = 0,
+        heartbeat: Callable[[int], None] | None = None,
+    ) -> DownloadResult:
         """The core, callable without Temporal: download `params.source` into `directory` via `part`.
 
         `keep`: bytes of an existing `part` to resume from (`resume_point`). `heartbeat(bytes_on_disk)`
@@ -340,8 +355,10 @@ class DownloadActivities:
             sink = await loop.run_in_executor(writer, _Sink, part, keep, params.verify_gzip)
             location = await self.locate(source)
             if sink.size:
-                activity_log(f"resuming download of {source.describe()} at byte {sink.size} "
-                             f"(hash and gzip check rebuilt from the part in {sink.reread_seconds:.2f} s)")
+                activity_log(
+                    f"resuming download of {source.describe()} at byte {sink.size} "
+                    f"(hash and gzip check rebuilt from the part in {sink.reread_seconds:.2f} s)"
+                )
             while True:
                 if not fresh and location.expired():
                     location = await self._refresh(source, refreshes, sink.size, "the URL's expiry passed")
@@ -354,8 +371,9 @@ class DownloadActivities:
                 what = f"download {redact_url(location.url)}"
                 try:
                     # Redirects: httpx drops Authorization when one leaves Fullstory's host.
-                    async with self.client.http.stream("GET", location.url, headers=headers,
-                                                       follow_redirects=True) as response:
+                    async with self.client.http.stream(
+                        "GET", location.url, headers=headers, follow_redirects=True
+                    ) as response:
                         status = response.status_code
                         retry_after = retry_after_of(response)
                         if location.authenticated:  # Fullstory's own API (legacy bundles), not a storage host
@@ -375,29 +393,38 @@ class DownloadActivities:
                             continue
                         if not response.is_success:
                             await response.aread()
-                            raise error_from_response(response, what, retry_after=retry_after,
-                                                      hint=None if location.authenticated else
-                                                      f"{STORAGE_HINT} (HTTP {status})")
+                            raise error_from_response(
+                                response,
+                                what,
+                                retry_after=retry_after,
+                                hint=None if location.authenticated else f"{STORAGE_HINT} (HTTP {status})",
+                            )
                         if sink.size and status == 200:
                             activity_log(f"{what}: server ignored Range; restarting from byte 0")
                             await loop.run_in_executor(writer, sink.restart)
                         total = _expected_total(response, sink.size)
                         content_type = response.headers.get("content-type", content_type)
-                        served_name = filename_from_disposition(response.headers.get("content-disposition")) or served_name
+                        served_name = (
+                            filename_from_disposition(response.headers.get("content-disposition")) or served_name
+                        )
                         before = sink.size
                         try:
                             await _pump(response, sink, writer, beat)
                         finally:
-                            self.client.metrics.bytes_downloaded.add(max(0, sink.size - before), {"source": source.kind})
+                            self.client.metrics.bytes_downloaded.add(
+                                max(0, sink.size - before), {"source": source.kind}
+                            )
                 except httpx.TransportError as exc:
                     if not transient.spend(sink.size):
                         raise error_from_transport(exc, what) from None
                     activity_log(f"{what}: {type(exc).__name__} at byte {sink.size}; retrying ({transient.used})")
-                    await asyncio.sleep(min(RETRY_BACKOFF_SECONDS * 2 ** transient.used, 5.0))
+                    await asyncio.sleep(min(RETRY_BACKOFF_SECONDS * 2**transient.used, 5.0))
                     continue
                 if total is not None and sink.size != total:
                     if not transient.spend(sink.size):
-                        raise errors.DOWNLOAD_INCOMPLETE(f"{what}: body ended at byte {sink.size} of {total}; will retry")
+                        raise errors.DOWNLOAD_INCOMPLETE(
+                            f"{what}: body ended at byte {sink.size} of {total}; will retry"
+                        )
                     continue
                 break
             await loop.run_in_executor(writer, sink.finish)
@@ -417,17 +444,32 @@ class DownloadActivities:
         finally:
             writer.shutdown(wait=False)
         wanted = sanitize_filename(params.filename or served_name, source.default_filename())
-        final = await asyncio.to_thread(_commit, part, directory, wanted, safe_name(source.key(), 60), sink.size,
-                                        sink.sha.hexdigest(), params.filename is not None)
+        final = await asyncio.to_thread(
+            _commit,
+            part,
+            directory,
+            wanted,
+            safe_name(source.key(), 60),
+            sink.size,
+            sink.sha.hexdigest(),
+            params.filename is not None,
+        )
         sink.journal.remove()
         beat(sink.size, force=True)
-        return DownloadResult(location=str(final), bytes=sink.size, sha256=sink.sha.hexdigest(),
-                              content_type=content_type, filename=final.name)
+        return DownloadResult(
+            location=str(final),
+            bytes=sink.size,
+            sha256=sink.sha.hexdigest(),
+            content_type=content_type,
+            filename=final.name,
+        )
 
     async def _refresh(self, source: DownloadSource, budget: _Budget, offset: int, why: str) -> Location:
         if not budget.spend(offset):
-            raise errors.DOWNLOAD_URL_REJECTED(f"download of {source.describe()}: the storage URL kept failing ({why}) "
-                                               f"after {budget.limit} fresh URLs; will retry")
+            raise errors.DOWNLOAD_URL_REJECTED(
+                f"download of {source.describe()}: the storage URL kept failing ({why}) "
+                f"after {budget.limit} fresh URLs; will retry"
+            )
         activity_log(f"{why}: fetching a fresh download URL for {source.describe()} (at byte {offset})")
         return await self.locate(source)
 
@@ -544,8 +586,9 @@ def _expected_total(response: httpx.Response, offset: int) -> int | None:
     if response.status_code == 206:
         m = re.match(r"bytes (\d+)-(\d+)/(\d+|\*)", response.headers.get("content-range", ""))
         if not m or int(m.group(1)) != offset:
-            raise errors.DOWNLOAD_INCOMPLETE(f"Range answer starts at the wrong byte "
-                                             f"({response.headers.get('content-range')}, wanted {offset})")
+            raise errors.DOWNLOAD_INCOMPLETE(
+                f"Range answer starts at the wrong byte ({response.headers.get('content-range')}, wanted {offset})"
+            )
         return int(m.group(3)) if m.group(3) != "*" else None
     length = response.headers.get("content-length")
     return int(length) if length and length.isdigit() else None

@@ -76,8 +76,9 @@ class Journal:
             except BlockingIOError:
                 if time.monotonic() > deadline:
                     os.close(fd)
-                    raise RuntimeError(f"{self.part.name} is still being written by an earlier attempt "
-                                       f"on this machine; will retry") from None
+                    raise RuntimeError(
+                        f"{self.part.name} is still being written by an earlier attempt on this machine; will retry"
+                    ) from None
                 time.sleep(0.1)
 
     def unlock(self) -> None:

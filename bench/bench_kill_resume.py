@@ -74,9 +74,14 @@ class Worker:
 
     def start(self, timeout: float = 60.0) -> Worker:
         with open(self.log, "ab") as fh:
-            self.proc = subprocess.Popen([sys.executable, str(self.code / "worker.py")], cwd=self.code,
-                                         env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
-                                         stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(
+                [sys.executable, str(self.code / "worker.py")],
+                cwd=self.code,
+                env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         deadline = time.monotonic() + timeout
         while "worker ready" not in self.log.read_text(errors="replace"):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -101,8 +106,13 @@ class Worker:
 async def kill_loop(env, code: Path, label: str, size: int, rate: int, every: float) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-kill-{label}-", dir="/tmp"))
     task_queue = f"bench-kill-{uuid.uuid4().hex[:8]}"
-    wenv = {"TEMPORAL_ADDRESS": env.client.service_client.config.target_host, "FULLSTORY_API_KEY": API_KEY,
-            "FULLSTORY_TASK_QUEUE": task_queue, "FULLSTORY_DATA_DIR": str(tmp / "data"), "LOG_LEVEL": "WARNING"}
+    wenv = {
+        "TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
+        "FULLSTORY_API_KEY": API_KEY,
+        "FULLSTORY_TASK_QUEUE": task_queue,
+        "FULLSTORY_DATA_DIR": str(tmp / "data"),
+        "LOG_LEVEL": "WARNING",
+    }
     workers: list[Worker] = []
     with Simulator(api_key=API_KEY) as sim:
         wenv.update(FULLSTORY_BASE_URL=sim.base_url, FULLSTORY_EXPORT_BASE_URL=sim.base_url)
@@ -123,17 +133,25 @@ async def kill_loop(env, code: Path, label: str, size: int, rate: int, every: fl
             await asyncio.gather(*(asyncio.to_thread(new_worker().start) for _ in range(2)))
             t0 = time.time()
             handle = await env.client.start_workflow(
-                "SegmentExportWorkflow", {"operation_id": op_id}, id=f"bench-kill-{uuid.uuid4().hex[:8]}",
-                task_queue=task_queue)
+                "SegmentExportWorkflow",
+                {"operation_id": op_id},
+                id=f"bench-kill-{uuid.uuid4().hex[:8]}",
+                task_queue=task_queue,
+            )
             kills: list[float] = []
             last, rng, pending = 0, random.Random(5), []
             while len(kills) < MAX_KILLS and time.time() - t0 < WALL_CAP:
                 desc = await handle.describe()
                 if desc.status != WorkflowExecutionStatus.RUNNING:
                     break
-                pa = next((p for p in desc.raw_description.pending_activities
-                           if p.activity_type.name == "download_to_destination" and p.state == STARTED
-                           and p.attempt > last), None)
+                pa = next(
+                    (
+                        p
+                        for p in desc.raw_description.pending_activities
+                        if p.activity_type.name == "download_to_destination" and p.state == STARTED and p.attempt > last
+                    ),
+                    None,
+                )
                 if pa is None:
                     await asyncio.sleep(0.05)
                     continue
@@ -161,8 +179,15 @@ async def kill_loop(env, code: Path, label: str, size: int, rate: int, every: fl
             if after:
                 failovers.append(min(after) - k)
         served = download.bytes_served
-    return {"label": label, "finished": finished, "wall": wall, "served": served, "size": size,
-            "kills": len(kills), "failovers": failovers}
+    return {
+        "label": label,
+        "finished": finished,
+        "wall": wall,
+        "served": served,
+        "size": size,
+        "kills": len(kills),
+        "failovers": failovers,
+    }
 
 
 async def main() -> None:
@@ -184,13 +209,17 @@ async def main() -> None:
         for label, code in [("after", REPO)] + ([("before", args.before.resolve())] if args.before else []):
             rows.append(await kill_loop(env, code, label, args.size << 20, int(args.rate * (1 << 20)), args.every))
     print(f"\n{args.size} MiB at {args.rate:g} MiB/s, the holder SIGKILLed {args.every:g} s into each attempt:")
-    print(f"{'code':>7} {'done':>5} {'kills':>5} {'served':>10} {'served/size':>11} {'wall s':>7} "
-          f"{'failover s (kill -> next first byte): mean / max':>48}")
+    print(
+        f"{'code':>7} {'done':>5} {'kills':>5} {'served':>10} {'served/size':>11} {'wall s':>7} "
+        f"{'failover s (kill -> next first byte): mean / max':>48}"
+    )
     for r in rows:
         f = r["failovers"]
         fo = f"{sum(f) / len(f):.1f} / {max(f):.1f}  ({', '.join(f'{x:.0f}' for x in f)})" if f else "-"
-        print(f"{r['label']:>7} {str(r['finished']):>5} {r['kills']:>5} {mib(r['served']):>10} "
-              f"{r['served'] / r['size']:>11.2f} {r['wall']:>7.0f} {fo:>48}")
+        print(
+            f"{r['label']:>7} {str(r['finished']):>5} {r['kills']:>5} {mib(r['served']):>10} "
+            f"{r['served'] / r['size']:>11.2f} {r['wall']:>7.0f} {fo:>48}"
+        )
 
 
 if __name__ == "__main__":

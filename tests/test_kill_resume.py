@@ -47,8 +47,9 @@ async def started_attempt(handle: WorkflowHandle, activity_type: str, after: int
     return None
 
 
-async def kill_again_and_again(handle: WorkflowHandle, activity_type: str, workers: list[WorkerProcess],
-                               new_worker, seed: int, progress) -> list[dict]:
+async def kill_again_and_again(
+    handle: WorkflowHandle, activity_type: str, workers: list[WorkerProcess], new_worker, seed: int, progress
+) -> list[dict]:
     """Up to KILLS times: wait (<= 30 s) for a new attempt, SIGKILL its worker 1-3 s after it started,
     start a replacement in the background. Returns one record per kill (attempt, progress, failover)."""
     rng = random.Random(seed)
@@ -77,8 +78,9 @@ async def kill_again_and_again(handle: WorkflowHandle, activity_type: str, worke
             break  # that attempt already ended (the work finished)
         holder.kill()
         t_kill = time.time()
-        kills.append({"attempt": pa.attempt, "alive_s": round(t_kill - started, 1), "progress": progress(),
-                      "t": t_kill})
+        kills.append(
+            {"attempt": pa.attempt, "alive_s": round(t_kill - started, 1), "progress": progress(), "t": t_kill}
+        )
         last_attempt = pa.attempt
         replacement = new_worker()
         workers.append(replacement)
@@ -89,11 +91,15 @@ async def kill_again_and_again(handle: WorkflowHandle, activity_type: str, worke
 
 def report(what: str, kills: list[dict]) -> list[float]:
     failovers = [k["failover_s"] for k in kills if "failover_s" in k]
-    print(f"\n{what}: {len(kills)} kills; per kill (attempt, s alive, progress at the kill, s to the next "
-          f"attempt): {[(k['attempt'], k['alive_s'], k['progress'], k.get('failover_s')) for k in kills]}")
+    print(
+        f"\n{what}: {len(kills)} kills; per kill (attempt, s alive, progress at the kill, s to the next "
+        f"attempt): {[(k['attempt'], k['alive_s'], k['progress'], k.get('failover_s')) for k in kills]}"
+    )
     if failovers:
-        print(f"{what}: kill -> next attempt started: max {max(failovers)} s, "
-              f"mean {sum(failovers) / len(failovers):.1f} s")
+        print(
+            f"{what}: kill -> next attempt started: max {max(failovers)} s, "
+            f"mean {sum(failovers) / len(failovers):.1f} s"
+        )
     return failovers
 
 
@@ -107,15 +113,20 @@ DOWNLOAD_SIZE = 24 << 20
 
 
 async def test_a_throttled_download_killed_ten_times_refetches_at_most_a_mib_per_kill(
-        dev_env, sim, worker_factory, tmp_path):
+    dev_env, sim, worker_factory, tmp_path
+):
     t0 = time.monotonic()
     sim.storage_bytes_per_second = 1 << 20
     op_id = sim.add_operation(duration=0, size=DOWNLOAD_SIZE)
     dest = tmp_path / "data" / "exports"  # inside FULLSTORY_DATA_DIR (allowed locations)
     workers = await two_workers(worker_factory)
     handle = await dev_env.client.start_workflow(
-        "SegmentExportWorkflow", {"operation_id": op_id, "destination": str(dest)},
-        id=segment_export_workflow_id(op_id), task_queue=worker_factory.task_queue, result_type=SegmentExportResult)
+        "SegmentExportWorkflow",
+        {"operation_id": op_id, "destination": str(dest)},
+        id=segment_export_workflow_id(op_id),
+        task_queue=worker_factory.task_queue,
+        result_type=SegmentExportResult,
+    )
 
     def on_disk() -> str:
         return f"{sum(p.stat().st_size for p in dest.rglob('*.part')) / (1 << 20):.1f} MiB" if dest.exists() else "-"
@@ -125,8 +136,10 @@ async def test_a_throttled_download_killed_ten_times_refetches_at_most_a_mib_per
     failovers = report("download", kills)
 
     served = sim.bytes_served(op_id)
-    print(f"download: {served / (1 << 20):.1f} MiB served for {DOWNLOAD_SIZE >> 20} MiB "
-          f"({served / DOWNLOAD_SIZE:.2f}x); {time.monotonic() - t0:.0f} s in all")
+    print(
+        f"download: {served / (1 << 20):.1f} MiB served for {DOWNLOAD_SIZE >> 20} MiB "
+        f"({served / DOWNLOAD_SIZE:.2f}x); {time.monotonic() - t0:.0f} s in all"
+    )
     assert len(kills) == KILLS
     path = Path(result.location)
     assert result.bytes == DOWNLOAD_SIZE == path.stat().st_size
@@ -147,11 +160,16 @@ async def test_a_page_walk_killed_ten_times_fetches_each_page_about_once(dev_env
     job_id = sim.add_batch_job(kind="events", duration=0, imports=100, errors=PAGES * PAGE_SIZE, page_size=PAGE_SIZE)
     workers = await two_workers(worker_factory)
     handle = await dev_env.client.start_workflow(
-        "BatchImportWorkflow", {"kind": "events", "job_id": job_id, "destination": str(tmp_path / "data" / "records")},
-        id=batch_workflow_id("events", job_id), task_queue=worker_factory.task_queue, result_type=BatchImportResult)
+        "BatchImportWorkflow",
+        {"kind": "events", "job_id": job_id, "destination": str(tmp_path / "data" / "records")},
+        id=batch_workflow_id("events", job_id),
+        task_queue=worker_factory.task_queue,
+        result_type=BatchImportResult,
+    )
 
-    kills = await kill_again_and_again(handle, "collect_batch_records", workers, worker_factory, 7,
-                                       lambda: f"{sim.count(route=ERRORS_ROUTE)} pages")
+    kills = await kill_again_and_again(
+        handle, "collect_batch_records", workers, worker_factory, 7, lambda: f"{sim.count(route=ERRORS_ROUTE)} pages"
+    )
     result = await asyncio.wait_for(handle.result(), 120)
     report("page walk", kills)
 
@@ -171,19 +189,30 @@ BUSY_SECONDS = 150  # the load's own bound; stopped by pid once the download is 
 
 
 async def test_a_512_mib_download_with_the_gzip_check_on_a_busy_machine_sees_no_heartbeat_timeout(
-        dev_env, sim, worker_factory, tmp_path):
+    dev_env, sim, worker_factory, tmp_path
+):
     t0 = time.monotonic()
     op_id = sim.add_operation(duration=0, size=BIG)
     sim.file_sha256(op_id)  # the simulator's generator, before the clock starts
     worker = worker_factory().start(timeout=60)
-    busy = [subprocess.Popen([sys.executable, "-c", "import time\nend = time.monotonic() + "
-                              f"{BUSY_SECONDS}\nwhile time.monotonic() < end:\n    pass\n"]) for _ in range(2)]
+    busy = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                f"import time\nend = time.monotonic() + {BUSY_SECONDS}\nwhile time.monotonic() < end:\n    pass\n",
+            ]
+        )
+        for _ in range(2)
+    ]
     try:
         handle = await dev_env.client.start_workflow(
-            "SegmentExportWorkflow", {"operation_id": op_id, "destination": str(tmp_path / "data" / "big"),
-                                      "verify_gzip": True},
-            id=segment_export_workflow_id(op_id), task_queue=worker_factory.task_queue,
-            result_type=SegmentExportResult)
+            "SegmentExportWorkflow",
+            {"operation_id": op_id, "destination": str(tmp_path / "data" / "big"), "verify_gzip": True},
+            id=segment_export_workflow_id(op_id),
+            task_queue=worker_factory.task_queue,
+            result_type=SegmentExportResult,
+        )
         result = await asyncio.wait_for(handle.result(), BUSY_SECONDS - 10)
         still_busy = all(p.poll() is None for p in busy)
     finally:
