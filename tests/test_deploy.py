@@ -99,7 +99,12 @@ def settings_env_names() -> set[str]:
 def env_names_read_in_code() -> set[str]:
     """Other names the worker and CLI read themselves (`os.environ.get("X")`, `os.getenv("X")`), e.g. LOG_LEVEL."""
     names = set()
-    for path in [*sorted(REPO.glob("*.py")), *sorted((REPO / "activities").glob("*.py"))]:  # worker.py, cli.py
+    # worker.py, cli.py, and the packages they read settings in
+    for path in [
+        *sorted(REPO.glob("*.py")),
+        *sorted((REPO / "activities").glob("*.py")),
+        *sorted((REPO / "infra").glob("*.py")),
+    ]:
         for node in ast.walk(ast.parse(path.read_text())):
             if (
                 isinstance(node, ast.Call)
