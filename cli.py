@@ -8,6 +8,8 @@
     fullstory-jobs start data-export-sync --start 1700000000 --stop 1700086400
     fullstory-jobs status WORKFLOW_ID                     the `progress` query and pending activities, as JSON
     fullstory-jobs result WORKFLOW_ID                     wait for the result, print it as JSON
+    fullstory-jobs pause WORKFLOW_ID                      a segment export sync: finish windows in flight, start none
+    fullstory-jobs resume WORKFLOW_ID                     ...and carry on from its cursor
 
 `start` takes one flag per input field (see `fullstory-jobs start KIND --help`)
 or the whole input as JSON with `--input` (`@file.json` reads a file); flags
@@ -21,18 +23,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import logging
 import sys
 import types
 import typing
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from temporalio.api.enums.v1 import PendingActivityState
-from temporalio.client import Client, WorkflowExecutionDescription, WorkflowFailureError, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecutionDescription,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
@@ -42,7 +51,7 @@ from infra.temporal_connection import TemporalTarget, for_cli, load_temporal_tar
 from infra.worker_host import HINT_CONFIGURED, HINT_LOCAL, connect, exit_now, running_workers, serve, services
 from workflows.batch_import import BatchImportInput
 from workflows.contract import describe_validation_error
-from workflows.registry import BY_COMMAND, JOBS, Job, start_texts
+from workflows.registry import BY_COMMAND, Job, start_texts
 
 
 class UsageError(Exception):
@@ -50,13 +59,13 @@ class UsageError(Exception):
 
 
 def _is_simple(annotation: Any) -> bool:
-    """str/int/float/bool/timedelta/Literal (optionally | None): a plain flag value; anything else is JSON."""
+    """str/int/float/bool/timedelta/datetime/Literal (optionally | None): a plain flag value; else JSON."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         return len(args) == 1 and _is_simple(args[0])
     if typing.get_origin(annotation) is typing.Literal:
         return True
-    return annotation in (str, int, float, bool, timedelta)
+    return annotation in (str, int, float, bool, timedelta, datetime)
 
 
 def add_model_flags(parser: argparse.ArgumentParser, model: type[BaseModel], hidden: frozenset[str]) -> None:
@@ -157,9 +166,49 @@ async def start(
     return handle
 
 
+# Temporal refuses a payload over about 2 MB ("Blob data size exceeds limit"): a bigger inline input is staged.
+MAX_INLINE_INPUT = 1_500_000
+
+
+def stage_big_requests(job: Job, model: BaseModel, settings: Settings) -> BaseModel:
+    """A batch import whose inline `requests` would exceed Temporal's payload limit: write them to a file the
+    workers can read (the object-store `destination`, else FULLSTORY_DATA_DIR/uploads/) and pass its URL."""
+    if not isinstance(model, BatchImportInput) or model.requests is None:
+        return model
+    body = json.dumps({"requests": model.requests, "shared": model.shared}, separators=(",", ":")).encode()
+    if len(body) <= MAX_INLINE_INPUT:
+        return model
+    name = f"requests-{hashlib.sha256(body).hexdigest()[:16]}.json"
+    mb = f"{len(body) / 1e6:.1f} MB"
+    dest = model.destination or ""
+    try:
+        if "://" in dest and not dest.startswith("file://"):
+            import fsspec
+
+            url = f"{dest.rstrip('/')}/uploads/{name}"
+            with fsspec.open(url, "wb") as fh:
+                fh.write(body)
+        else:
+            folder = Path(settings.fullstory_data_dir) / "uploads"
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / name
+            path.with_suffix(".part").write_bytes(body)
+            path.with_suffix(".part").replace(path)
+            url = str(path.resolve())
+    except Exception as e:  # not writable here, no credentials, ...
+        raise UsageError(
+            f"--requests is {mb}, over Temporal's ~2 MB payload limit, and it could not be staged ({e}): "
+            "put the items where the workers can read them and use --requests-url, "
+            "or `fullstory-jobs start bulk-import --source FILE`"
+        ) from None
+    print(f"--requests is {mb}, over Temporal's ~2 MB payload limit: staged at {url}", file=sys.stderr, flush=True)
+    data = model.model_dump(exclude={"requests", "shared"}, exclude_none=True)
+    return BatchImportInput.model_validate({**data, "requests_url": url})
+
+
 async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     job = BY_COMMAND[args.start_what]
-    model = build_input(job, args)
+    model = stage_big_requests(job, build_input(job, args), settings)
     target = for_cli()
     client = await connect_client(target)
     workflow_id = args.id or job.new_workflow_id(model)
@@ -219,6 +268,22 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         out["progress"] = None
         out["progress_unavailable"] = _failure_text(e)
     print_json(out)
+    return 0
+
+
+async def cmd_update(args: argparse.Namespace, settings: Settings) -> int:
+    """`pause` / `resume`: the workflow's Update of that name; prints its answer (the progress) as JSON."""
+    client = await connect_client(for_cli())
+    handle = client.get_workflow_handle(args.workflow_id)
+    try:
+        answer = await asyncio.wait_for(handle.execute_update(args.command), 30)
+    except RPCError as e:
+        raise UsageError(f"no running workflow {args.workflow_id!r}: {e.message}") from None
+    except TimeoutError:
+        raise UsageError(f"{args.workflow_id}: no worker answered the {args.command} within 30 s") from None
+    except WorkflowUpdateFailedError as e:
+        raise UsageError(f"{args.workflow_id} cannot {args.command}: {_failure_text(e)}") from None
+    print_json(answer)
     return 0
 
 
@@ -290,7 +355,7 @@ def make_parser() -> argparse.ArgumentParser:
     commands.add_parser("demo", help="start one events and one users import and print their results")
     start = commands.add_parser("start", help="start a workflow; prints its id and UI link")
     kinds = start.add_subparsers(dest="start_what", metavar="WORKFLOW", required=True)
-    for job in JOBS:
+    for job in BY_COMMAND.values():
         sub = kinds.add_parser(job.command, help=f"start a {job.name}", description=(job.input.__doc__ or "").strip())
         sub.add_argument("--input", metavar="JSON", help="the whole input as JSON (or @file.json); flags override it")
         sub.add_argument("--id", help="workflow id (default: derived from the job, so a second start joins the first)")
@@ -302,6 +367,11 @@ def make_parser() -> argparse.ArgumentParser:
         "activities (attempt, last failure, next attempt), as JSON",
     )
     status.add_argument("workflow_id")
+    for name, what in (
+        ("pause", "pause a segment export sync: it finishes the windows in flight and starts no new one"),
+        ("resume", "resume a paused segment export sync from its cursor"),
+    ):
+        commands.add_parser(name, help=what).add_argument("workflow_id")
     result = commands.add_parser("result", help="wait for a workflow's result and print it as JSON")
     result.add_argument("workflow_id")
     result.add_argument("--timeout", type=float, default=None, help="give up after this many seconds (exit 3)")
@@ -313,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command = args.command or "worker"
     configure_logging(args.log_level)
-    if command in ("start", "status", "result"):
+    if command in ("start", "status", "result", "pause", "resume"):
         logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))  # stdout is the answer
     try:
         settings = load_settings()
@@ -324,13 +394,22 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if command == "demo":
             return asyncio.run(cmd_demo(settings))
-        handler = {"start": cmd_start, "status": cmd_status, "result": cmd_result}[command]
+        handler = {
+            "start": cmd_start,
+            "status": cmd_status,
+            "result": cmd_result,
+            "pause": cmd_update,
+            "resume": cmd_update,
+        }[command]
         return asyncio.run(handler(args, settings))
     except (SettingsError, UsageError) as e:
         print(f"fullstory-jobs: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except RPCError as e:  # never a traceback: Temporal's answer in one line
+        print(f"fullstory-jobs: Temporal refused: {e.message.splitlines()[0] if e.message else e}", file=sys.stderr)
+        return 1
 
 
 def entry() -> None:

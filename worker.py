@@ -36,7 +36,13 @@ GRACEFUL_SHUTDOWN = timedelta(seconds=20)  # SIGTERM: in-flight activities get t
 
 def build_activities(fullstory: FullstoryClient, settings: Settings) -> dict[str, list[Callable[..., Any]]]:
     """The registry's activities, built once each, by task queue suffix ("" is the main queue)."""
-    deps = ActivityDeps(fullstory, settings.fullstory_data_dir, settings.fullstory_allowed_locations)
+    deps = ActivityDeps(
+        fullstory,
+        settings.fullstory_data_dir,
+        settings.fullstory_allowed_locations,
+        settings.fullstory_max_batches_in_progress,
+        settings.fullstory_batch_slot_reclaim_seconds,
+    )
     queues: dict[str, list[Callable[..., Any]]] = {}
     for cls in activity_classes():
         instance = cls(deps)

@@ -135,30 +135,31 @@ def _job_path(kind: str, job_id: str) -> str:
 
 
 def load_requests_file(locations: Locations, url: str) -> tuple[list[Any], dict[str, Any] | None]:
-    """Read `requests_url`: a JSON list of items, or {"requests": [...], "shared": {...}}."""
+    """Read `requests_url`: a JSON list of items, {"requests": [...], "shared": {...}}, or NDJSON; gzip or not."""
     source = locations.source(url, "requests_url")
     where = source.describe()
-    try:
-        if source.path is not None:
-            raw = source.path.read_bytes()
-        else:
-            import fsspec
+    from activities.bulk import open_source, read_items  # NDJSON, JSON array or object; gzip or not
 
-            with fsspec.open(source.url, "rb") as fh:
-                raw = fh.read()
-    except OSError as e:
-        raise errors.INVALID_INPUT(f"requests_url {where!r}: cannot read: {e.strerror or e}") from None
+    try:
+        with open_source(source) as fh:
+            raw = fh.read()
+    except (OSError, EOFError) as e:
+        reason = getattr(e, "strerror", None) or e
+        raise errors.INVALID_INPUT(f"requests_url {where!r}: cannot read: {reason}") from None
     try:
         data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
         raise errors.INVALID_INPUT(f"requests_url {where!r}: not valid JSON: {e}") from None
+    except json.JSONDecodeError as e:
+        if e.msg != "Extra data":
+            raise errors.INVALID_INPUT(f"requests_url {where!r}: not valid JSON: {e}") from None
+        data = [item for _, _, item in read_items(source, "requests_url")]  # NDJSON: one item a line
     shared = None
     if isinstance(data, dict):
         shared = data.get("shared")
         data = data.get("requests")
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-        raise errors.INVALID_INPUT(
-            f"requests_url {where!r}: expected a JSON list of objects or {{\"requests\": [...]}}")
+        raise errors.INVALID_INPUT(f'requests_url {where!r}: expected a JSON list of objects or {{"requests": [...]}}')
     if not 1 <= len(data) <= MAX_BATCH_REQUESTS:
         raise errors.INVALID_INPUT(
             f"requests_url {where!r}: holds {len(data):,} requests; a batch takes 1..{MAX_BATCH_REQUESTS:,}"
@@ -173,9 +174,15 @@ class BatchActivities:
 
     @activity.defn(name="create_batch_job")
     async def create_batch_job(self, params: CreateBatchJobParams) -> BatchJob:
+        # Heartbeats while it reads the file and uploads up to 50,000 items: a worker killed here is
+        # noticed within the heartbeat timeout, not after the 3-minute start-to-close.
+        async with Heartbeater():
+            return await self._create_batch_job(params)
+
+    async def _create_batch_job(self, params: CreateBatchJobParams) -> BatchJob:
         requests, shared = params.requests, params.shared
         if params.requests_url:
-            requests, shared = load_requests_file(self.locations, params.requests_url)
+            requests, shared = await asyncio.to_thread(load_requests_file, self.locations, params.requests_url)
         if shared is not None and params.kind != "events":
             raise errors.INVALID_INPUT("shared is only allowed for events batches")
         body: dict[str, Any] = {"requests": requests}
@@ -183,7 +190,10 @@ class BatchActivities:
             body["shared"] = shared
         what = f"create {params.kind} batch job ({len(requests or [])} requests)"
         response = await self.client.call(
-            "POST", f"/v2/{params.kind}/batch", what=what, json_body=body,
+            "POST",
+            f"/v2/{params.kind}/batch",
+            what=what,
+            json_body=body,
             headers={"Idempotency-Key": params.idempotency_key},
         )
         try:
@@ -224,8 +234,7 @@ class BatchActivities:
             with final.open("rb") as fh:
                 records, codes = _count_lines(fh)
             size = final.stat().st_size
-            return CollectedRecords(location=await publish(dest, final), records=records, bytes=size,
-                                    codes=dict(codes))
+            return CollectedRecords(location=await publish(dest, final), records=records, bytes=size, codes=dict(codes))
 
         await asyncio.to_thread(journal.lock)  # an earlier attempt may live on: it stops at its next heartbeat
         try:
@@ -233,8 +242,9 @@ class BatchActivities:
         finally:
             journal.unlock()
 
-    async def _collect(self, params: CollectBatchRecordsParams, dest: Any, final: Path, part: PartFile,
-                       journal: Journal) -> CollectedRecords:
+    async def _collect(
+        self, params: CollectBatchRecordsParams, dest: Any, final: Path, part: PartFile, journal: Journal
+    ) -> CollectedRecords:
         found = journal.trusted()
         if found is not None:  # the last whole page on disk (in this boot; else the last fsynced one)
             fields = CollectCursor.model_fields
@@ -251,7 +261,12 @@ class BatchActivities:
             else:
                 activity.logger.info(
                     "resuming %s of %s batch job %s at page %d (%d records, %d bytes on disk)",
-                    params.which, params.kind, params.job_id, cursor.pages, cursor.records, cursor.bytes,
+                    params.which,
+                    params.kind,
+                    params.job_id,
+                    cursor.pages,
+                    cursor.records,
+                    cursor.bytes,
                 )
         else:
             cursor = CollectCursor()
@@ -265,7 +280,10 @@ class BatchActivities:
                 while not cursor.done:
                     what = f"get {params.which} page {cursor.pages + 1} of {params.kind} batch job {params.job_id}"
                     response = await self.client.call(
-                        "GET", path, what=what, not_ready_is_retry=True,
+                        "GET",
+                        path,
+                        what=what,
+                        not_ready_is_retry=True,
                         params={"page_token": cursor.page_token} if cursor.page_token else None,
                     )
                     try:
@@ -280,7 +298,8 @@ class BatchActivities:
                     next_token = page.next_page_token or None
                     if next_token is not None and next_token == cursor.page_token:
                         raise errors.FULLSTORY_PAGE_LOOP(
-                            f"{what}: the server returned the same page token again; stopping to avoid a loop")
+                            f"{what}: the server returned the same page token again; stopping to avoid a loop"
+                        )
                     cursor = CollectCursor(
                         page_token=next_token,
                         records=cursor.records + len(page.results),
@@ -294,8 +313,9 @@ class BatchActivities:
                     else:
                         journal.append(cursor.model_dump())
                     heartbeater.update(cursor)
-                    self.client.metrics.records_collected.add(len(page.results), {"kind": params.kind,
-                                                                                  "which": params.which})
+                    self.client.metrics.records_collected.add(
+                        len(page.results), {"kind": params.kind, "which": params.which}
+                    )
             part.commit()
             journal.remove()
         finally:
@@ -303,16 +323,24 @@ class BatchActivities:
         if reported is not None and reported != cursor.records:
             activity.logger.warning(
                 "%s of %s batch job %s: server reported %d records, collected %d",
-                params.which, params.kind, params.job_id, reported, cursor.records,
+                params.which,
+                params.kind,
+                params.job_id,
+                reported,
+                cursor.records,
             )
         return CollectedRecords(
-            location=await publish(dest, final), records=cursor.records, bytes=cursor.bytes, codes=dict(codes),
-            pages=cursor.pages, total_records_reported=reported,
+            location=await publish(dest, final),
+            records=cursor.records,
+            bytes=cursor.bytes,
+            codes=dict(codes),
+            pages=cursor.pages,
+            total_records_reported=reported,
         )
 
 
 def _count_lines(lines: Any) -> tuple[int, Counter[str]]:
-    records, codes = 0, Counter()
+    records, codes = 0, Counter[str]()
     for line in lines:
         if not line.strip():
             continue

@@ -1,15 +1,14 @@
 """Legacy data export activities: list bundles, store one bundle (skip it when already stored intact).
 
-A small manifest (`manifest.json` at the destination) records each stored
-bundle's file, size and sha256; a bundle found there, with a file of that size
-and checksum, is not downloaded again: re-runs and restarts never duplicate.
+A small manifest (`manifest.json` at the destination, local or object store) records each
+stored bundle's file, size and sha256; a bundle found there, with a file of that size (and,
+locally, that checksum), is not downloaded again: re-runs and restarts never duplicate.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,7 +19,8 @@ from activities.batch import FullstoryPayload
 from activities.deps import ActivityDeps
 from activities.download import DownloadActivities, DownloadParams
 from activities.fullstory_client import malformed_error
-from workflows import errors
+from activities.locations import Destination
+from activities.manifest import ManifestFile
 
 MANIFEST = "manifest.json"
 
@@ -54,35 +54,44 @@ class StoredBundle(BaseModel):
 
 
 class Manifest:
-    """`{bundle_id: {"file", "bytes", "sha256"}}`, rewritten atomically after each bundle."""
+    """`{bundle_id: {"file", "bytes", "sha256"}}` beside the bundles, rewritten whole after each bundle
+    (activities/manifest.py: atomic locally, one PUT per version in an object store); a bundle is
+    listed only once its file is published complete."""
 
-    def __init__(self, root: Path) -> None:
-        self.path = root / MANIFEST
+    def __init__(self, dest: Destination) -> None:
+        self.file = ManifestFile(dest, MANIFEST)
+        self.dest = dest
+        self.path = self.file.local  # local destinations: the manifest's path
 
     def load(self) -> dict[str, Any]:
         try:
-            return json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return {}
+            text = self.file.read()
+            data = json.loads(text) if text is not None else {}
         except (json.JSONDecodeError, UnicodeDecodeError):
-            activity.logger.warning("manifest %s is unreadable; treating every bundle as not stored", self.path)
+            where = self.file.location
+            activity.logger.warning("manifest %s is unreadable; treating every bundle as not stored", where)
             return {}
+        return data if isinstance(data, dict) else {}
 
     def intact(self, bundle_id: str) -> StoredBundle | None:
         entry = self.load().get(bundle_id)
         if not entry:
             return None
+        if self.dest.remote is not None:
+            # Published before it was listed, and object stores never show a partial object: the size suffices.
+            if self.file.size_of(entry["file"]) != entry["bytes"]:
+                return None
+            where = f"{self.dest.remote}/{entry['file']}"
+            return StoredBundle(location=where, bytes=entry["bytes"], sha256=entry["sha256"], skipped=True)
         path = self.path.parent / entry["file"]
         if not path.exists() or path.stat().st_size != entry["bytes"] or file_sha256(path) != entry["sha256"]:
             return None
         return StoredBundle(location=str(path), bytes=entry["bytes"], sha256=entry["sha256"], skipped=True)
 
-    def record(self, bundle_id: str, path: Path, nbytes: int, sha256: str) -> None:
+    def record(self, bundle_id: str, file_name: str, nbytes: int, sha256: str) -> None:
         data = self.load()
-        data[bundle_id] = {"file": path.name, "bytes": nbytes, "sha256": sha256}
-        tmp = self.path.with_name(self.path.name + ".part")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, self.path)
+        data[bundle_id] = {"file": file_name, "bytes": nbytes, "sha256": sha256}
+        self.file.write(json.dumps(data, indent=1, sort_keys=True))
 
 
 def file_sha256(path: Path) -> str:
@@ -128,11 +137,7 @@ class BundleStoreActivities:
     async def store_export_bundle(self, params: StoreExportBundleParams) -> StoredBundle:
         bundle = params.bundle
         dest = self.locations.destination(params.destination)
-        if dest.remote is not None:
-            raise errors.UNSUPPORTED_DESTINATION(
-                f"destination {dest.remote!r}: the legacy sync stores bundles to local destinations only"
-            )
-        manifest = Manifest(dest.local)
+        manifest = Manifest(dest)
         stored = manifest.intact(bundle.id)
         if stored is not None:
             activity.logger.info("bundle %s already stored intact at %s; skipping", bundle.id, stored.location)
@@ -147,5 +152,5 @@ class BundleStoreActivities:
                 }
             ),
         )
-        manifest.record(bundle.id, Path(result.location), result.bytes, result.sha256)
+        manifest.record(bundle.id, result.filename, result.bytes, result.sha256)
         return StoredBundle(location=result.location, bytes=result.bytes, sha256=result.sha256)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import secrets
 import string
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -38,13 +40,16 @@ class BatchJob:
     error_codes: tuple[str, ...]
     retry_after_while_processing: str | None
     clock: Callable[[], float]  # the simulator's clock_now, so swapping sim.clock applies to old jobs too
+    # Jobs created by POST wait in the org's queue (None) until one of the org's processing slots frees.
+    started: float | None = None
+    failed_items: tuple[dict, ...] = ()  # the submitted items that fail, echoed in their error records
 
     @property
     def finished(self) -> float:
-        return self.created + self.duration
+        return (self.created if self.started is None else self.started) + self.duration
 
     def done(self, now: float) -> bool:
-        return now >= self.finished
+        return self.started is not None and now >= self.finished
 
     @property
     def status(self) -> str:
@@ -60,6 +65,8 @@ class BatchJob:
 def error_record(job: BatchJob, i: int) -> dict:
     code = job.error_codes[i % len(job.error_codes)]
     message = f"record {i} failed: {code.replace('_', ' ')}"
+    if job.failed_items:  # the real API echoes the failing item as it was sent
+        return {"message": message, "code": code, "event" if job.kind == "events" else "user": job.failed_items[i]}
     if job.kind == "events":
         return {
             "message": message,
@@ -118,6 +125,40 @@ class BatchImports:
         self.idempotent: dict[tuple[str, str], tuple[str, dict]] = {}
         self._lock = threading.Lock()
         self._seq = 0
+        # Fullstory's org limit: about `org_limit` batches are processed at once, more wait (PROCESSING);
+        # at `org_reject_at` in progress every create gets 429 with Retry-After.
+        self.org_limit = 100
+        self.org_reject_at = 200
+        self.org_retry_after = 10
+        self._running: list[BatchJob] = []
+        self._queued: list[BatchJob] = []
+        self._freed_at = 0.0
+        self.peak_in_progress = 0  # the most jobs created by POST in progress (processing or queued) at once
+        self.create_requests: Counter[str] = Counter()  # POSTs per Idempotency-Key
+        self.jobs_created: Counter[str] = Counter()  # jobs made per Idempotency-Key (more than 1: a duplicate)
+        self.rejected_429 = 0
+        self._bodies: dict[tuple[str, str], str] = {}
+
+    def in_progress(self) -> int:
+        self.tick(self.sim.clock_now())
+        with self._lock:
+            return len(self._running) + len(self._queued)
+
+    def tick(self, now: float) -> None:
+        """Move the org's queue on to `now`: finished jobs free their slots, queued ones start in order."""
+        with self._lock:
+            while True:
+                while self._queued and len(self._running) < self.org_limit:
+                    job = self._queued.pop(0)
+                    job.started = max(job.created, self._freed_at)
+                    self._running.append(job)
+                if not self._running:
+                    return
+                first = min(self._running, key=lambda j: j.finished)
+                if first.finished > now:
+                    return
+                self._running.remove(first)
+                self._freed_at = first.finished
 
     def new_id(self) -> str:
         with self._lock:
@@ -157,6 +198,7 @@ class BatchImports:
             errors=int(errors),
             page_size=int(page_size),
             imports_page_size=int(imports_page_size or page_size),
+            started=self.sim.clock() if created is None else created,
             final_status=final_status,
             error_codes=tuple(error_codes),
             retry_after_while_processing=None
@@ -200,15 +242,39 @@ class BatchImports:
         if kind == "users" and "shared" in body:
             return error(400, "shared is not a field of a users batch import", "invalid_argument")
         key = req.headers.get("idempotency-key")
+        digest = hashlib.sha256(req.body).hexdigest()
         with self._lock:
+            if key:
+                self.create_requests[key] += 1
             if key and (kind, key) in self.idempotent:
+                if self._bodies.get((kind, key), digest) != digest:
+                    return error(400, "Idempotency-Key reused with a different body", "invalid_argument")
                 return json_response(self.idempotent[(kind, key)][1])
+        now = self.sim.clock_now()
+        self.tick(now)
+        with self._lock:
+            if len(self._running) + len(self._queued) >= self.org_reject_at:
+                self.rejected_429 += 1
+                return error(
+                    429,
+                    "too many batch imports in progress",
+                    "rate_limited",
+                    headers={"Retry-After": str(self.org_retry_after)},
+                )
         options = dict(self.sim.batch_defaults)
-        errors = int(options.pop("errors", 0))
+        errors = min(int(options.pop("errors", 0)), len(requests))
         options.setdefault("imports", max(0, len(requests) - errors))
         options.pop("kind", None)
         job_id = self.add(kind, errors=errors, **options)
         job = self.jobs[job_id]
+        # The failing items are spread over the batch; their error records echo them.
+        job.failed_items = tuple(requests[i * len(requests) // errors] for i in range(errors)) if errors else ()
+        with self._lock:
+            job.started = None
+            self._queued.append(job)
+        self.tick(now)
+        with self._lock:
+            self.peak_in_progress = max(self.peak_in_progress, len(self._running) + len(self._queued))
         payload = {"job": {"id": job.id, "status": "PROCESSING", "created": rfc3339(job.created)}}
         if key:
             with self._lock:
@@ -216,7 +282,14 @@ class BatchImports:
                 stored = self.idempotent.setdefault((kind, key), (job.id, payload))
                 if stored[0] != job.id:
                     self.jobs.pop(job.id, None)
+                    if job in self._queued:
+                        self._queued.remove(job)
+                    if job in self._running:
+                        self._running.remove(job)
                     payload = stored[1]
+                else:
+                    self.jobs_created[key] += 1
+                    self._bodies[(kind, key)] = digest
         return json_response(payload)
 
     def _job(self, req: Request) -> BatchJob | None:
@@ -228,6 +301,7 @@ class BatchImports:
         return job if job is not None and job.kind == req.params["kind"] else None
 
     def status(self, req: Request) -> Response:
+        self.tick(self.sim.clock_now())
         job = self._job(req)
         if job is None:
             return error(404, f"batch import job {req.params['job_id']} not found")
@@ -255,6 +329,7 @@ class BatchImports:
         return self._page(req, "imports")
 
     def _page(self, req: Request, which: str) -> Response:
+        self.tick(self.sim.clock_now())
         job = self._job(req)
         if job is None:
             return error(404, f"batch import job {req.params['job_id']} not found")

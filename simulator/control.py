@@ -20,6 +20,7 @@ SETTINGS = (
     "legacy_burst",
     "legacy_per_minute",
     "storage_bytes_per_second",
+    "fail_windows",
 )
 
 

@@ -29,6 +29,7 @@ class Download:
     truncate_count: int = 1  # ...on this many downloads
     bytes_served: int = 0
     downloads: int = 0
+    head: str = ""  # the file's first row (GzipFile's head): e.g. the export's requested timeRange
     _file: GzipFile | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -36,7 +37,7 @@ class Download:
     def file(self) -> GzipFile:
         with self._lock:
             if self._file is None:
-                self._file = GzipFile(self.size, self.file_format, self.seed)
+                self._file = GzipFile(self.size, self.file_format, self.seed, self.head)
             return self._file
 
     def sha256(self) -> str:

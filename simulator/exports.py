@@ -6,9 +6,11 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
 import math
 import secrets
 import threading
+import zlib
 import zoneinfo
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -68,6 +70,8 @@ class Exports:
         self.secret = secrets.token_bytes(16)
         self._lock = threading.Lock()
         self._seq = 0
+        # Every export POST /segments/v1/exports created (not idempotent repeats): operation id, timeRange, when.
+        self.created: list[tuple[str, dict, float]] = []
 
     def _next(self) -> int:
         with self._lock:
@@ -92,6 +96,8 @@ class Exports:
         filename: str = "export.ndjson.gz",
         file_format: str = "ndjson",
         export_id: str | None = None,
+        head: str = "",
+        seed: int | None = None,
     ) -> str:
         if final_state not in ("COMPLETED", "FAILED"):
             raise ValueError("final_state must be COMPLETED or FAILED")
@@ -107,13 +113,14 @@ class Exports:
             int(size),
             filename,
             file_format,
-            seed=n,
+            seed=n if seed is None else seed,
             range_support=range_support,
             url_ttl=float(url_ttl),
             reset_after_bytes=reset_after_bytes,
             reset_count=reset_count,
             truncate_gzip=truncate_gzip,
             truncate_count=truncate_count,
+            head=head,
         )
         if final_state == "FAILED" and error_details is None:
             error_details = "export failed"
@@ -171,10 +178,23 @@ class Exports:
                 return json_response({"operationId": self.idempotent[key]})
         content, ext = FORMATS[body["format"]]
         options: dict[str, Any] = {"filename": f"export.{ext}.gz", "file_format": content, **self.sim.export_defaults}
-        op_id = self.add_operation(**options)
-        if key:
-            with self._lock:
+        # The file answers the request: its first row names the segment and timeRange, and its rows depend on them.
+        time_range = body["timeRange"]
+        options["head"] = json.dumps(
+            {"ExportSegmentId": body["segmentId"], "ExportType": body["type"], "ExportTimeRange": time_range},
+            separators=(",", ":"),
+            sort_keys=True,
+        )
+        options["seed"] = zlib.crc32(options["head"].encode())
+        start = parse_rfc3339(time_range["start"])
+        if any(parse_rfc3339(w) == start for w in self.sim.fail_windows):
+            options.update(final_state="FAILED", error_details=f"export of {time_range['start']} failed (simulated)")
+        created = op_id = self.add_operation(**options)
+        with self._lock:
+            if key:
                 op_id = self.idempotent.setdefault(key, op_id)
+            if op_id == created:
+                self.created.append((op_id, dict(time_range), self.sim.clock_now()))
         return json_response({"operationId": op_id})
 
     def operation_json(self, op: Operation, now: float) -> dict:

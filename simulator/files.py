@@ -10,6 +10,7 @@ is a bisect over member offsets and slices of shared bytes: no file is ever held
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import random
@@ -310,12 +311,15 @@ def full_member(fmt_name: str, index: int, first: bool) -> bytes:
 class GzipFile:
     """An export file of exactly `size` bytes: a valid gzip of event rows (NDJSON or a JSON array)."""
 
-    def __init__(self, size: int, fmt: str = "ndjson", seed: int = 0) -> None:
+    def __init__(self, size: int, fmt: str = "ndjson", seed: int = 0, head: str = "") -> None:
         if fmt not in FORMATS:
             raise ValueError(f"format must be one of {sorted(FORMATS)}")
         self.length = self.size = size
         self.fmt = fmt
         self.seed = seed
+        # A first row of the file's own (a segment export's requested timeRange, say): files for different
+        # requests differ, and a reader can tell which request a file answers.
+        self.head = head
         self._sha256: str | None = None
         self._lock = threading.Lock()
         self._layout()
@@ -328,8 +332,15 @@ class GzipFile:
         self.kinds = array("B")
         names: dict[tuple[int, bool], int] = {}
         off, j = 0, 0
+        if self.head:
+            opening = (fmt.first + self.head + (fmt.mid_end if self.fmt == "ndjson" else "")).encode()
+            head_member = gzip.compress(opening, mtime=0)
+            self.members.append(head_member)
+            self.offsets.append(0)
+            self.kinds.append(0)
+            off = len(head_member)
         while True:
-            index, first = (self.seed + j) % BLOCKS, j == 0
+            index, first = (self.seed + j) % BLOCKS, j == 0 and not self.head
             block = get_block(self.fmt, index, first)
             data = full_member(self.fmt, index, first)
             # Add it only if the tail after it (the next block) can still hold a row; else this is the tail.
@@ -361,8 +372,13 @@ class GzipFile:
             end = end[len(self.tail) - remaining :]
             self.tail = member(block, point, end)
         assert off + len(self.tail) == self.size, (off, len(self.tail), self.size)
+        heads = 1 if self.head else 0
         self.rows = (
-            sum(get_block(self.fmt, (self.seed + i) % BLOCKS, i == 0).rows[-1] for i in range(len(self.offsets)))
+            heads
+            + sum(
+                get_block(self.fmt, (self.seed + i) % BLOCKS, i == 0 and not heads).rows[-1]
+                for i in range(len(self.offsets) - heads)
+            )
             + block.rows[point]
         )
 

@@ -56,6 +56,7 @@ class Simulator:
         self.last_page_token_style = "absent"  # or "empty": how the last page says it is the last
         self.status_errors_field = "failed_only"  # or "always" (the Swagger spec's "required")
         self.export_defaults: dict[str, Any] = {}  # add_operation() keywords for POST /segments/v1/exports
+        self.fail_windows: list[str] = []  # exports whose timeRange starts at one of these (RFC 3339) end FAILED
         # Demo mode: a batch job or operation id the simulator never saw is made up on first sight (from
         # batch_defaults / export_defaults), so `fullstory-jobs start ... --job-id X` has a job to watch.
         self.adopt_unknown_ids = False

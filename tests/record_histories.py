@@ -24,11 +24,29 @@ from infra.data_converter import DATA_CONVERTER  # noqa: E402
 from simulator import Simulator  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "histories"
+# Two windows a run (continue-as-new); with SEGMENT_SYNC_FAILING_WINDOW failing, the sync stops there.
+SEGMENT_SYNC = (
+    "SegmentExportSyncWorkflow",
+    {
+        "segment_id": "everyone",
+        "window": "PT1H",
+        "start": "2026-11-01T00:00:00Z",
+        "stop": "2026-11-01T04:00:00Z",
+        "delay": "PT1H",
+        "windows_per_run": 2,
+        "window_attempts": 2,
+    },
+)
+SEGMENT_SYNC_FAILING_WINDOW = "2026-11-01T01:00:00Z"
 
 
-async def record(env: WorkflowEnvironment, sim: Simulator, name: str, workflow: str, inp: dict, data: Path) -> None:
+async def record(
+    env: WorkflowEnvironment, sim: Simulator, name: str, workflow: str, inp: dict, data: Path, workflow_id: str = ""
+) -> None:
+    """`workflow_id`: give the file's name to workflows whose commands depend on their id (child ids):
+    the replay test replays each history under its file's name."""
     async with running_worker(env.client, sim.base_url, data) as tq:
-        handle = await env.client.start_workflow(workflow, inp, id=f"replay-{name}", task_queue=tq)
+        handle = await env.client.start_workflow(workflow, inp, id=workflow_id or f"replay-{name}", task_queue=tq)
         try:
             await handle.result()
         except Exception as e:  # failures are histories worth replaying too
@@ -94,9 +112,56 @@ async def main() -> None:
                 {"start": 1_700_000_000, "bundles_per_run": 3, "destination": str(data / "bundles")},
                 data,
             )
+            sim.export_defaults.update(duration=60, size=8192)
+            for name in ("segment_export_sync_continue_as_new", "segment_export_sync_window_failed"):
+                sim.fail_windows = [SEGMENT_SYNC_FAILING_WINDOW] if name.endswith("failed") else []
+                await record(env, sim, name, *SEGMENT_SYNC, data, workflow_id=name)
+            await record_bulk_import(env, sim, data)
     finally:
         await env.shutdown()
 
 
+async def record_bulk_import(env: WorkflowEnvironment, sim: Simulator, data: Path) -> None:
+    """A bulk import of 7 users in 3 batches (children hold batch slots), and the slots workflow it used."""
+    from activities.batch_slots import slots_workflow_id
+
+    source = data / "bulk-users.ndjson"
+    source.write_text("".join(f'{{"uid": "u{i}"}}\n' for i in range(7)))
+    sim.batch_defaults.clear()
+    sim.batch_defaults.update(duration=60, errors=1)
+    name = "bulk_import_completed"
+    async with running_worker(env.client, sim.base_url, data) as tq:
+        handle = await env.client.start_workflow(
+            "BulkImportWorkflow",
+            {"kind": "users", "source": str(source), "batch_size": 3, "max_in_flight": 2},
+            id=name,
+            task_queue=tq,
+        )
+        await handle.result()
+        histories = {name: await handle.fetch_history()}
+        child = env.client.get_workflow_handle(f"{name}-batch-00000")
+        histories["batch_import_with_slot"] = await child.fetch_history()
+        slots = env.client.get_workflow_handle(slots_workflow_id(tq, f"Basic {API_KEY}"))
+        histories["batch_slots_idle_end"] = await slots.fetch_history()
+    for file, history in histories.items():
+        (OUT / f"{file}.json").write_text(history.to_json())
+        print(f"{file}: {len(history.events)} events")
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    if sys.argv[1:] == ["bulk"]:  # only the bulk import's histories (the others stay as recorded)
+
+        async def bulk_only() -> None:
+            env = await WorkflowEnvironment.start_time_skipping(
+                test_server_existing_path=str(VENV_BIN / "temporal-test-server"), data_converter=DATA_CONVERTER
+            )
+            try:
+                with Simulator(api_key=API_KEY) as sim, tempfile.TemporaryDirectory() as tmp:
+                    sim.clock = await TemporalClock.start(env)
+                    await record_bulk_import(env, sim, Path(tmp))
+            finally:
+                await env.shutdown()
+
+        asyncio.run(bulk_only())
+    else:
+        asyncio.run(main())

@@ -14,7 +14,7 @@ import pytest
 from cli import UsageError, build_input, make_parser
 from helpers import WorkerProcess
 from workflows.batch_import import BatchImportInput
-from workflows.registry import BY_COMMAND, JOBS
+from workflows.registry import BY_COMMAND
 from workflows.segment_export import SegmentExportInput
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,7 +38,7 @@ def cli(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None, timeout
 
 @pytest.mark.parametrize(
     "argv",
-    [[], ["worker"], ["demo"], ["start"], ["status"], ["result"], *[["start", job.command] for job in JOBS]],
+    [[], ["worker"], ["demo"], ["start"], ["status"], ["result"], *[["start", command] for command in BY_COMMAND]],
     ids=lambda a: " ".join(a) or "top",
 )
 def test_every_command_has_help(argv, capsys):

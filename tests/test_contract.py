@@ -51,7 +51,9 @@ def test_no_error_type_is_spelled_outside_the_catalogue():
 
 def test_every_registered_job_is_complete():
     names = [job.name for job in JOBS]
-    assert len(set(names)) == len(names) and len(BY_COMMAND) == len(JOBS)
+    assert len(set(names)) == len(names)
+    # Every job the CLI can start has its command; the others are started by workflows only.
+    assert set(BY_COMMAND) == {job.command for job in JOBS if job.startable}
     for job in JOBS:
         assert f"{job.name}.input" in CONTRACT and f"{job.name}.result" in CONTRACT
         for field in job.hidden_fields:

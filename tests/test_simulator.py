@@ -182,10 +182,14 @@ def test_create_job_validation_defaults_and_idempotency_key(sim, client):
     assert r.status_code == 200
     job = r.json()["job"]
     assert job["status"] == "PROCESSING" and job["id"].endswith("=") and job["created"].endswith("Z")
-    again = client.post(
+    same = {"requests": [{"name": "a"}] * 10, "shared": {"context": {}}}
+    again = client.post("/v2/events/batch", json=same, headers={"Idempotency-Key": "wf-1"})
+    assert again.json()["job"]["id"] == job["id"] and len(sim.jobs) == 1
+    # Fullstory: an Idempotency-Key must come with an identical body.
+    changed = client.post(
         "/v2/events/batch", json={"requests": [{"name": "a"}] * 10}, headers={"Idempotency-Key": "wf-1"}
     )
-    assert again.json()["job"]["id"] == job["id"] and len(sim.jobs) == 1
+    assert changed.status_code == 400 and len(sim.jobs) == 1
     other = client.post("/v2/events/batch", json={"requests": [{"name": "a"}]}).json()["job"]["id"]
     assert other != job["id"] and len(sim.jobs) == 2
     created = sim.jobs[job["id"]]

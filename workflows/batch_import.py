@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
         WaitForBatchJobParams,
     )
     from workflows import errors
+    from workflows.batch_slots import BATCH_SLOTS_PATCH, SlotHolder
     from workflows.contract import (
         LOCATION_HELP,
         MAX_BATCH_REQUESTS,
@@ -159,6 +160,14 @@ def workflow_id_for(args: BatchImportInput, unique: str) -> str:
 class BatchImportWorkflow(ProgressWorkflow):
     timeout_error = errors.BATCH_JOB_TIMEOUT
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.slot = SlotHolder()  # one of the org's batch slots (workflows/batch_slots.py)
+
+    @workflow.signal(name="batch_slot_granted")
+    def batch_slot_granted(self) -> None:
+        self.slot.granted()
+
     @workflow.run
     async def run(self, input: dict[str, Any]) -> BatchImportResult:
         args = parse_input(BatchImportInput, input)
@@ -167,33 +176,40 @@ class BatchImportWorkflow(ProgressWorkflow):
         await self.check_locations(destination=args.destination, requests_url=args.requests_url)
 
         job_id = args.job_id
-        if job_id is None:
-            say.creating()
-            job = await self.step(
-                BatchActivities.create_batch_job,
-                CreateBatchJobParams(
-                    kind=args.kind,
-                    requests=args.requests,
-                    requests_url=args.requests_url,
-                    shared=args.shared,
-                    idempotency_key=idempotency_key(workflow.info().workflow_id),
+        try:
+            if job_id is None and workflow.patched(BATCH_SLOTS_PATCH):
+                say.waiting_for_slot()
+                await self.slot.acquire(self, deadline)
+            if job_id is None:
+                say.creating()
+                job = await self.step(
+                    BatchActivities.create_batch_job,
+                    CreateBatchJobParams(
+                        kind=args.kind,
+                        requests=args.requests,
+                        requests_url=args.requests_url,
+                        shared=args.shared,
+                        idempotency_key=idempotency_key(workflow.info().workflow_id),
+                    ),
+                    deadline=deadline,
+                    start_to_close=CREATE_TIMEOUT,
+                    heartbeat=HEARTBEAT_TIMEOUT,
+                    text=say.create_step(),
+                )
+                job_id = job.id
+
+            say.waiting(job_id)
+            status = await self.step(
+                BatchActivities.wait_for_batch_job,
+                WaitForBatchJobParams(
+                    kind=args.kind, job_id=job_id, max_poll_seconds=args.max_poll_interval.total_seconds()
                 ),
                 deadline=deadline,
-                start_to_close=CREATE_TIMEOUT,
-                text=say.create_step(),
+                retry=poll_retry(args.max_poll_interval),
+                text=say.wait_step(job_id),
             )
-            job_id = job.id
-
-        say.waiting(job_id)
-        status = await self.step(
-            BatchActivities.wait_for_batch_job,
-            WaitForBatchJobParams(
-                kind=args.kind, job_id=job_id, max_poll_seconds=args.max_poll_interval.total_seconds()
-            ),
-            deadline=deadline,
-            retry=poll_retry(args.max_poll_interval),
-            text=say.wait_step(job_id),
-        )
+        finally:
+            await self.slot.release()  # the job finished or failed: the next batch may start
         result = result_of(job_id, args, status)
         say.finished(result)
 
@@ -256,6 +272,18 @@ class BatchNarration:
         self.then = f"collect the {collected} to NDJSON under {location(args.destination)}"
         self.deadline_row: Row = ("Deadline", f"{at(deadline)} ({span(args.timeout)} after start)")
         self.counts = ""
+
+    def waiting_for_slot(self) -> None:
+        self.track(
+            "waiting_for_slot",
+            "Waiting for a batch slot: at most FULLSTORY_MAX_BATCHES_IN_PROGRESS batch jobs run at once",
+            [
+                ("Why", "Fullstory queues more than ~100 batch jobs in progress per org and refuses creates at 200"),
+                ("Slots", "held across all workflows and workers: see the `BatchSlotsWorkflow` of this task queue"),
+                self.deadline_row,
+                ("Then", f"create the job, wait for it, then {self.then}"),
+            ],
+        )
 
     def creating(self) -> None:
         args = self.args

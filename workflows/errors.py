@@ -80,6 +80,10 @@ OPERATION_TIMEOUT = _declare("OperationTimeout", False, "the operation did not f
 OPERATION_FAILED = _declare("OperationFailed", False, "Fullstory reports the operation FAILED")
 EXPORT_HAS_NO_RESULTS = _declare("ExportHasNoResults", False, "a COMPLETED export names no file")
 SYNC_TIMEOUT = _declare("DataExportSyncTimeout", False, "a sync step kept failing for its whole budget")
+SEGMENT_SYNC_WINDOW_FAILED = _declare(
+    "SegmentExportWindowFailed", False, "a window's export kept failing: the segment export sync stops at it"
+)
+SEGMENT_SYNC_TIMEOUT = _declare("SegmentExportSyncTimeout", False, "a segment sync step kept failing for its budget")
 
 # --- Downloads (retried: a new attempt resumes or starts over) ------------------------------------
 EXPORT_NOT_READY = _declare("ExportNotReady", True, "the export has no download location yet")

@@ -17,11 +17,22 @@ from pydantic import BaseModel, ValidationError
 from temporalio import workflow
 
 from activities.batch import BatchActivities
+from activities.batch_slots import BatchSlotActivities
+from activities.bulk import BulkActivities
 from activities.download import DownloadActivities
 from activities.legacy_export import BundleStoreActivities, LegacyExportActivities
 from activities.locations import LocationActivities
 from activities.operations import Operation, OperationActivities
-from workflows import batch_import, data_export_sync, operation, segment_export
+from activities.segment_sync import SegmentSyncActivities
+from workflows import (
+    batch_import,
+    batch_slots,
+    bulk_import,
+    data_export_sync,
+    operation,
+    segment_export,
+    segment_export_sync,
+)
 from workflows.texts import MAX_SUMMARY, Row, current_details, escape, shorten
 
 
@@ -38,6 +49,7 @@ class Job:
     describe: Callable[[Any], tuple[str, str, list[Row]]]
     activities: tuple[type, ...]  # activities classes, each built with ActivityDeps
     hidden_fields: frozenset[str] = field(default_factory=frozenset)  # inputs the CLI does not offer
+    startable: bool = True  # False: run by the worker, started by other workflows only (no `start` command)
 
     @property
     def name(self) -> str:
@@ -58,7 +70,30 @@ JOBS: tuple[Job, ...] = (
         batch_import.BatchImportResult,
         batch_import.workflow_id_for,
         batch_import.start_texts,
-        (BatchActivities, LocationActivities),
+        (BatchActivities, BatchSlotActivities, LocationActivities),
+    ),
+    Job(
+        bulk_import.BulkImportWorkflow,
+        "bulk-import",
+        "Bulk import",
+        bulk_import.BulkImportInput,
+        bulk_import.BulkImportResult,
+        bulk_import.workflow_id_for,
+        bulk_import.start_texts,
+        (BulkActivities, LocationActivities),
+        hidden_fields=bulk_import.HIDDEN_FIELDS,
+    ),
+    Job(
+        batch_slots.BatchSlotsWorkflow,
+        "batch-slots",
+        "Org-wide batch slots",
+        batch_slots.BatchSlotsInput,
+        batch_slots.BatchSlotsResult,
+        batch_slots.workflow_id_for,
+        batch_slots.start_texts,
+        (BatchSlotActivities,),
+        hidden_fields=batch_slots.HIDDEN_FIELDS,
+        startable=False,  # started on demand by request_batch_slot (its id derives from the API key)
     ),
     Job(
         segment_export.SegmentExportWorkflow,
@@ -91,10 +126,21 @@ JOBS: tuple[Job, ...] = (
         (LegacyExportActivities, BundleStoreActivities, LocationActivities),
         hidden_fields=data_export_sync.HIDDEN_FIELDS,
     ),
+    Job(
+        segment_export_sync.SegmentExportSyncWorkflow,
+        "segment-export-sync",
+        "Segment export sync",
+        segment_export_sync.SegmentExportSyncInput,
+        segment_export_sync.SegmentExportSyncResult,
+        segment_export_sync.workflow_id_for,
+        segment_export_sync.start_texts,
+        (SegmentSyncActivities, OperationActivities, DownloadActivities, LocationActivities),
+        hidden_fields=segment_export_sync.HIDDEN_FIELDS,
+    ),
 )
 
 BY_NAME: Mapping[str, Job] = {job.name: job for job in JOBS}
-BY_COMMAND: Mapping[str, Job] = {job.command: job for job in JOBS}
+BY_COMMAND: Mapping[str, Job] = {job.command: job for job in JOBS if job.startable}
 WORKFLOWS: list[type] = [job.workflow for job in JOBS]
 
 

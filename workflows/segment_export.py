@@ -82,6 +82,18 @@ class SegmentExportInput(InputModel):
         description="Longest wait between status checks when the server sends no Retry-After (1 s to 6 h).",
     )
     verify_gzip: bool = Field(default=True, description="Check gzip integrity while downloading.")
+    subdir: str = Field(
+        default=SUBDIR,
+        max_length=120,
+        pattern=r"^([A-Za-z0-9=_-][A-Za-z0-9._=-]*)?$",
+        description=f'Folder under destination for the file ("" for destination itself); default "{SUBDIR}".',
+    )
+    filename: str | None = Field(
+        default=None,
+        max_length=150,
+        pattern=r"^[A-Za-z0-9=_-][A-Za-z0-9._=-]*$",
+        description="The file's name (replaced if it exists); default the name Fullstory serves.",
+    )
 
     _timeout = field_validator("timeout")(lambda v: positive(v, "timeout"))
     _poll_interval = field_validator("max_poll_interval")(sane_poll_interval)
@@ -186,7 +198,13 @@ class SegmentExportWorkflow(ProgressWorkflow):
         download = await self.step(
             DownloadActivities.download_to_destination,
             DownloadParams.model_validate(
-                {"source": source, "destination": args.destination, "subdir": SUBDIR, "verify_gzip": args.verify_gzip}
+                {
+                    "source": source,
+                    "destination": args.destination,
+                    "subdir": args.subdir or None,
+                    "filename": args.filename,
+                    "verify_gzip": args.verify_gzip,
+                }
             ),
             deadline=max(deadline, workflow.now() + DOWNLOAD_BUDGET),
             start_to_close=DOWNLOAD_ATTEMPT_TIMEOUT,
@@ -213,7 +231,7 @@ class SegmentExportNarration:
     def __init__(self, tracker: ProgressTracker, args: SegmentExportInput) -> None:
         self.track, self.args = tracker.set, args
         self.checked = "gzip + sha256 verified" if args.verify_gzip else "sha256 computed"
-        self.to = f"{location(args.destination)} under `{SUBDIR}/`"
+        self.to = location(args.destination) + (f" under `{args.subdir}/`" if args.subdir else "")
         self.then = f"download the file (resumable, {self.checked}) to {self.to}"
 
     def creating(self) -> None:
@@ -281,7 +299,9 @@ def _time_range(r: TimeRange) -> str:
 
 def start_texts(args: SegmentExportInput) -> tuple[str, str, list[Row]]:
     """(summary, headline, rows) for the UI's static texts, set by whoever starts the workflow."""
-    dest = location(args.destination) + f" (under `{SUBDIR}/`)"
+    dest = location(args.destination) + (f" (under `{args.subdir}/`)" if args.subdir else "")
+    if args.filename:
+        dest += f" as {code(args.filename)}"
     rows: list[Row]
     if args.operation_id is not None:
         summary = f"Segment export, operation {args.operation_id}"

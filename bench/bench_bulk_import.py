@@ -1,0 +1,104 @@
+"""Bulk import benchmark: N users (gzip NDJSON) against the simulator, jobs of 10 s, 5 batch slots.
+
+    .venv/bin/python bench/bench_bulk_import.py [N ...]     # default: 100000 1000000
+
+Prints, per N: wall time against the ideal (ceil(N / 50,000) batches in waves of 5 x 10 s, plus the
+staging time), staging items/s against `zcat FILE | wc -l` on the same file, the worker's peak RSS,
+and the parent's history events. Asserts nothing.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import API_KEY, PeakRss, dev_server, mib, run, worker_process
+from simulator import Simulator
+from workflows.bulk_import import BulkImportResult
+
+JOB_SECONDS = 10
+SLOTS = 5
+BATCH = 50_000
+
+
+def write_source(path: Path, n: int) -> None:
+    with gzip.open(path, "wt", compresslevel=1) as fh:
+        for i in range(n):
+            fh.write(
+                json.dumps(
+                    {
+                        "uid": f"user-{i}",
+                        "display_name": f"User {i}",
+                        "email": f"user-{i}@example.com",
+                        "properties": {"plan": "pro", "seq": i},
+                    }
+                )
+                + "\n"
+            )
+
+
+def zcat_wc(path: Path) -> float:
+    t0 = time.monotonic()
+    subprocess.run(f"zcat {path} | wc -l", shell=True, check=True, capture_output=True)
+    return time.monotonic() - t0
+
+
+async def one(n: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        data.mkdir()
+        source = data / "users.ndjson.gz"
+        write_source(source, n)
+        zcat = zcat_wc(source)
+        async with dev_server() as env:
+            with Simulator(api_key=API_KEY) as sim:
+                sim.batch_defaults.update(duration=JOB_SECONDS, errors=10)
+                with worker_process(env, sim, data, FULLSTORY_MAX_BATCHES_IN_PROGRESS=str(SLOTS)) as w:
+                    assert w.proc is not None
+                    with PeakRss(w.proc.pid) as rss:
+                        t0 = time.monotonic()
+                        handle = await env.client.start_workflow(
+                            "BulkImportWorkflow",
+                            {"kind": "users", "source": str(source), "max_in_flight": 10},
+                            id=f"bench-bulk-{n}",
+                            task_queue=w.task_queue,
+                            result_type=BulkImportResult,
+                        )
+                        result = await handle.result()
+                        wall = time.monotonic() - t0
+                    history = await handle.fetch_history()
+        stage = next((e for e in history.events if e.HasField("activity_task_completed_event_attributes")), None)
+        scheduled = next(
+            e
+            for e in history.events
+            if e.HasField("activity_task_scheduled_event_attributes")
+            and e.activity_task_scheduled_event_attributes.activity_type.name == "stage_bulk_source"
+        )
+        staging = (stage.event_time.ToDatetime() - scheduled.event_time.ToDatetime()).total_seconds() if stage else 0
+        batches = math.ceil(n / BATCH)
+        ideal = math.ceil(batches / SLOTS) * JOB_SECONDS + staging
+        print(f"N={n:,}: {result.batches} batches, status {result.status}, errors {result.errors}")
+        print(
+            f"  wall {wall:.1f}s vs ideal {ideal:.1f}s ({math.ceil(batches / SLOTS)} waves x {JOB_SECONDS}s"
+            f" + staging {staging:.1f}s); ratio {wall / ideal:.2f}"
+        )
+        print(f"  staging {n / max(staging, 1e-9):,.0f} items/s vs zcat|wc -l {n / zcat:,.0f} lines/s ({zcat:.2f}s)")
+        print(
+            f"  worker peak RSS {mib(rss.peak)}, CPU {rss.cpu_seconds:.1f}s; parent history {len(history.events)}"
+            f" events; simulator peak in progress {sim.batch.peak_in_progress}"
+        )
+
+
+async def main(sizes: list[int]) -> None:
+    for n in sizes:
+        await one(n)
+
+
+if __name__ == "__main__":
+    run(main([int(a) for a in sys.argv[1:]] or [100_000, 1_000_000]))
