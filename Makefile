@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-fast lint format demo simulator schemas bench clean
+.PHONY: run test test-slow test-fast lint format demo simulator schemas bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,11 +15,14 @@ $(STAMP): pyproject.toml
 run: $(STAMP)   ## start the worker (embedded Temporal dev server + UI; simulator when no FULLSTORY_API_KEY)
 	$(PY) worker.py
 
-test: $(STAMP)  ## run every test
-	$(PY) -m pytest -q -ra tests
+test: $(STAMP)  ## run every test but the longest fault loops (under 10 minutes on 2 cores)
+	$(PY) -m pytest -q -ra -m "not slow" tests
+
+test-slow: $(STAMP)  ## the longest fault loops (ten SIGKILLs in a row, kill-cost measurements); CI runs them too
+	$(PY) -m pytest -q -ra -m slow tests
 
 test-fast: $(STAMP)  ## every test but the end-to-end ones (dev server, worker subprocesses, fault loops): under a minute
-	$(PY) -m pytest -q -ra -m "not e2e" tests
+	$(PY) -m pytest -q -ra -n 2 -m "not e2e" tests
 
 lint: $(STAMP)  ## ruff (lint + format check) over everything, mypy over workflows/ and activities/
 	$(VENV)/bin/ruff check .

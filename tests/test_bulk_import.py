@@ -32,7 +32,10 @@ from workflows.bulk_import import BulkImportResult
 
 
 def users(n: int, start: int = 0) -> list[dict]:
-    return [{"uid": f"user-{i}", "display_name": f"User {i}", "properties": {"line": i + 1}} for i in range(start, start + n)]
+    return [
+        {"uid": f"user-{i}", "display_name": f"User {i}", "properties": {"line": i + 1}}
+        for i in range(start, start + n)
+    ]
 
 
 def write_ndjson_gz(path: Path, items: list[dict]) -> Path:
@@ -222,6 +225,7 @@ async def test_120000_users_from_gzip_ndjson_in_3_batches(dev_env, sim, worker_f
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 async def test_sigkill_while_staging_while_running_and_mid_collection(dev_env, sim, worker_factory, tmp_path):
     """Three SIGKILLs of the only worker; a new one takes over each time: no batch twice, none skipped,
     no record twice."""

@@ -112,6 +112,7 @@ async def two_workers(worker_factory) -> list[WorkerProcess]:
 DOWNLOAD_SIZE = 24 << 20
 
 
+@pytest.mark.slow
 async def test_a_throttled_download_killed_ten_times_refetches_at_most_a_mib_per_kill(
     dev_env, sim, worker_factory, tmp_path
 ):
@@ -154,6 +155,7 @@ async def test_a_throttled_download_killed_ten_times_refetches_at_most_a_mib_per
 PAGES, PAGE_SIZE = 40, 25
 
 
+@pytest.mark.slow
 async def test_a_page_walk_killed_ten_times_fetches_each_page_about_once(dev_env, sim, worker_factory, tmp_path):
     t0 = time.monotonic()
     sim.page_delay = 0.6  # ~2-4 pages per attempt

@@ -179,6 +179,7 @@ async def test_legacy_sync_to_s3_each_bundle_once_after_a_sigkill(dev_env, sim, 
         assert hashlib.sha256(data).hexdigest() == entry["sha256"] == sim.bundle_sha256(bundle_id)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("staging", ["shared", "private"])
 async def test_cost_of_a_kill_for_an_s3_download(dev_env, sim, worker_factory, s3, tmp_path, staging):
     """Item 3, measured: the replacement worker sees the staged part (shared FULLSTORY_DATA_DIR, as the
