@@ -73,12 +73,20 @@ async def one(n: int) -> None:
                         result = await handle.result()
                         wall = time.monotonic() - t0
                     history = await handle.fetch_history()
-        stage = next((e for e in history.events if e.HasField("activity_task_completed_event_attributes")), None)
         scheduled = next(
             e
             for e in history.events
             if e.HasField("activity_task_scheduled_event_attributes")
             and e.activity_task_scheduled_event_attributes.activity_type.name == "stage_bulk_source"
+        )
+        stage = next(  # the staging activity's own completion (not the location check before it)
+            (
+                e
+                for e in history.events
+                if e.HasField("activity_task_completed_event_attributes")
+                and e.activity_task_completed_event_attributes.scheduled_event_id == scheduled.event_id
+            ),
+            None,
         )
         staging = (stage.event_time.ToDatetime() - scheduled.event_time.ToDatetime()).total_seconds() if stage else 0
         batches = math.ceil(n / BATCH)
