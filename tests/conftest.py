@@ -80,3 +80,15 @@ def worker_factory(dev_env, sim, tmp_path):
     yield make
     for w in started:
         w.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """One moto S3 server on loopback for the session (tests use buckets of their own)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()

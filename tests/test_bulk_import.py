@@ -20,7 +20,6 @@ from pathlib import Path
 import fsspec
 import pytest
 import pytest_asyncio
-from moto.server import ThreadedMotoServer
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
@@ -144,15 +143,6 @@ def test_simulator_models_the_org_limit(sim):
 
 
 # --- fast: object stores ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def s3_server():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 async def test_s3_source_and_destination(ts_env, ts_sim, tmp_path, s3_server, monkeypatch):

@@ -9,21 +9,11 @@ import uuid
 import fsspec
 import pytest
 import pytest_asyncio
-from moto.server import ThreadedMotoServer
 from temporalio.client import WorkflowFailureError
 
 from helpers import TemporalClock, running_worker
 from workflows.batch_import import BatchImportResult
 from workflows.segment_export import SegmentExportResult
-
-
-@pytest.fixture(scope="module")
-def s3_server():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest_asyncio.fixture

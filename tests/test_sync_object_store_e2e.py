@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 
 import fsspec
 import pytest
-from moto.server import ThreadedMotoServer
 from temporalio.api.enums.v1 import PendingActivityState
 
 from workflows.data_export_sync import DataExportSyncResult
@@ -25,15 +24,6 @@ from workflows.segment_export_sync import SegmentExportSyncResult, window_filena
 pytestmark = pytest.mark.e2e
 
 STARTED = PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
-
-
-@pytest.fixture(scope="module")
-def s3_server():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture
