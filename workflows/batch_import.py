@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
@@ -31,10 +31,10 @@ with workflow.unsafe.imports_passed_through():
         BatchJobStatus,
         BatchKind,
         InputModel,
+        PollInterval,
+        PositiveDuration,
         ResultModel,
         idempotency_key,
-        positive,
-        sane_poll_interval,
     )
     from workflows.policies import HEARTBEAT_TIMEOUT, LONG_RETRY, poll_retry
     from workflows.steps import ProgressTracker, ProgressWorkflow, StepText, parse_input
@@ -93,24 +93,14 @@ class BatchImportInput(InputModel):
         "defaults to the worker's FULLSTORY_DATA_DIR.",
     )
     collect_imports: bool = Field(default=False, description="Also collect the imported items (`/imports`).")
-    timeout: timedelta = Field(
+    timeout: PositiveDuration = Field(
         default=timedelta(hours=24),
         description="Overall deadline for the job to finish, ISO 8601 (PT6H) or seconds.",
     )
-    max_poll_interval: timedelta = Field(
+    max_poll_interval: PollInterval = Field(
         default=timedelta(seconds=60),
         description="Longest wait between status checks when the server sends no Retry-After.",
     )
-
-    @field_validator("timeout")
-    @classmethod
-    def _timeout_positive(cls, v: timedelta) -> timedelta:
-        return positive(v, "timeout")
-
-    @field_validator("max_poll_interval")
-    @classmethod
-    def _poll_interval_sane(cls, v: timedelta) -> timedelta:
-        return sane_poll_interval(v)
 
     @model_validator(mode="after")
     def _one_source(self) -> BatchImportInput:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, model_validator
 from temporalio import workflow
 from temporalio.exceptions import ChildWorkflowError
 
@@ -39,8 +39,8 @@ with workflow.unsafe.imports_passed_through():
         MAX_BATCH_REQUESTS,
         BatchKind,
         InputModel,
+        PositiveDuration,
         ResultModel,
-        positive,
     )
     from workflows.policies import HEARTBEAT_TIMEOUT, LONG_RETRY
     from workflows.steps import ProgressTracker, ProgressWorkflow, StepText, parse_input, remaining
@@ -93,15 +93,10 @@ class BulkImportInput(InputModel):
         "defaults to the worker's FULLSTORY_DATA_DIR.",
     )
     collect_imports: bool = Field(default=False, description="Also collect (and merge) the imported items.")
-    timeout: timedelta = Field(
+    timeout: PositiveDuration = Field(
         default=timedelta(hours=72), description="Overall deadline, ISO 8601 (P3D) or seconds; default 72 h."
     )
     progress_so_far: BulkProgress | None = Field(default=None, description="Set by continue-as-new; never by hand.")
-
-    @field_validator("timeout")
-    @classmethod
-    def _timeout_positive(cls, v: timedelta) -> timedelta:
-        return positive(v, "timeout")
 
     @model_validator(mode="after")
     def _shared_events_only(self) -> BulkImportInput:

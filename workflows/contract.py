@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 BatchKind = Literal["events", "users"]
 BatchJobStatus = Literal["PROCESSING", "COMPLETED", "FAILED"]
@@ -40,16 +40,21 @@ class ResultModel(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
-def positive(value: timedelta, field: str) -> timedelta:
+def _positive(value: timedelta) -> timedelta:
     if value <= timedelta(0):
-        raise ValueError(f"{field} must be a positive duration (ISO 8601 like PT6H, or seconds)")
+        raise ValueError("must be a positive duration (ISO 8601 like PT6H, or seconds)")
     return value
 
 
-def sane_poll_interval(value: timedelta) -> timedelta:
+def _sane_poll_interval(value: timedelta) -> timedelta:
     if not timedelta(seconds=1) <= value <= timedelta(hours=6):
-        raise ValueError("max_poll_interval must be between 1 second and 6 hours")
+        raise ValueError("must be between 1 second and 6 hours")
     return value
+
+
+# Every input's deadlines and poll intervals: one rule each (the error names the field).
+PositiveDuration = Annotated[timedelta, AfterValidator(_positive)]
+PollInterval = Annotated[timedelta, AfterValidator(_sane_poll_interval)]
 
 
 class TimeRange(InputModel):

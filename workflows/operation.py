@@ -11,13 +11,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.operations import Operation, OperationActivities, OperationSnapshot, WaitForOperationParams
     from workflows import errors
-    from workflows.contract import InputModel, positive, sane_poll_interval
+    from workflows.contract import InputModel, PollInterval, PositiveDuration
     from workflows.policies import poll_retry
     from workflows.steps import ProgressTracker, ProgressWorkflow, StepText, parse_input
     from workflows.texts import LIVE_STATUS_ROW, Row, at, bar, clock, code, escape, next_check, span, status_checks_row
@@ -38,14 +38,11 @@ class OperationInput(InputModel):
         pattern=r"^\S+$",
         description="The operation to wait for (from a Fullstory API that started one).",
     )
-    timeout: timedelta = Field(default=timedelta(hours=24), description="Overall deadline, ISO 8601 or seconds.")
-    max_poll_interval: timedelta = Field(
+    timeout: PositiveDuration = Field(default=timedelta(hours=24), description="Overall deadline, ISO 8601 or seconds.")
+    max_poll_interval: PollInterval = Field(
         default=timedelta(seconds=60),
         description="Longest wait between status checks when the server sends no Retry-After (1 s to 6 h).",
     )
-
-    _timeout = field_validator("timeout")(lambda v: positive(v, "timeout"))
-    _poll_interval = field_validator("max_poll_interval")(sane_poll_interval)
 
 
 def operation_workflow_id(operation_id: str) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
@@ -23,11 +23,11 @@ with workflow.unsafe.imports_passed_through():
     from workflows.contract import (
         LOCATION_HELP,
         InputModel,
+        PollInterval,
+        PositiveDuration,
         ResultModel,
         TimeRange,
         idempotency_key,
-        positive,
-        sane_poll_interval,
     )
     from workflows.operation import wait_for_operation_to_end
     from workflows.policies import HEARTBEAT_TIMEOUT, LONG_RETRY
@@ -76,8 +76,8 @@ class SegmentExportInput(InputModel):
     destination: str | None = Field(
         default=None, description=f"Where the file goes: {LOCATION_HELP}; defaults to the worker's FULLSTORY_DATA_DIR."
     )
-    timeout: timedelta = Field(default=timedelta(hours=24), description="Overall deadline, ISO 8601 or seconds.")
-    max_poll_interval: timedelta = Field(
+    timeout: PositiveDuration = Field(default=timedelta(hours=24), description="Overall deadline, ISO 8601 or seconds.")
+    max_poll_interval: PollInterval = Field(
         default=timedelta(seconds=60),
         description="Longest wait between status checks when the server sends no Retry-After (1 s to 6 h).",
     )
@@ -94,9 +94,6 @@ class SegmentExportInput(InputModel):
         pattern=r"^[A-Za-z0-9=_-][A-Za-z0-9._=-]*$",
         description="The file's name (replaced if it exists); default the name Fullstory serves.",
     )
-
-    _timeout = field_validator("timeout")(lambda v: positive(v, "timeout"))
-    _poll_interval = field_validator("max_poll_interval")(sane_poll_interval)
 
     @model_validator(mode="after")
     def _one_source(self) -> SegmentExportInput:

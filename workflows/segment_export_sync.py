@@ -31,7 +31,7 @@ with workflow.unsafe.imports_passed_through():
         SyncPlaceParams,
     )
     from workflows import errors
-    from workflows.contract import LOCATION_HELP, InputModel, Progress, ResultModel, TimeRange
+    from workflows.contract import LOCATION_HELP, InputModel, PositiveDuration, Progress, ResultModel, TimeRange
     from workflows.segment_export import (
         _TIMEZONE,
         ExportFormat,
@@ -81,7 +81,7 @@ class SegmentExportSyncInput(InputModel):
     )
     max_in_flight: int = Field(default=2, ge=1, le=16, description="Windows exported at once while catching up.")
     destination: str | None = Field(default=None, description=f"Where the files go: {LOCATION_HELP}.")
-    window_timeout: timedelta = Field(
+    window_timeout: PositiveDuration = Field(
         default=timedelta(hours=24), description="Each window's export must finish within this (its `timeout`)."
     )
     window_attempts: int = Field(
@@ -107,13 +107,6 @@ class SegmentExportSyncInput(InputModel):
     def _delay(cls, v: timedelta) -> timedelta:
         if not timedelta(0) <= v <= timedelta(days=7):
             raise ValueError("delay must be between 0 and 7 days")
-        return v
-
-    @field_validator("window_timeout")
-    @classmethod
-    def _timeout(cls, v: timedelta) -> timedelta:
-        if v <= timedelta(0):
-            raise ValueError("window_timeout must be a positive duration")
         return v
 
     @model_validator(mode="after")
