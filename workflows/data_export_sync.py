@@ -10,9 +10,8 @@ bounded, carrying the cursor.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 from temporalio import workflow
@@ -28,14 +27,11 @@ with workflow.unsafe.imports_passed_through():
     from workflows import errors
     from workflows.contract import LOCATION_HELP, InputModel, ResultModel
     from workflows.policies import HEARTBEAT_TIMEOUT, LONG_RETRY
-    from workflows.steps import ProgressTracker, ProgressWorkflow, StepText, parse_input
+    from workflows.steps import ProgressTracker, ProgressWorkflow, parse_input
     from workflows.texts import LIVE_STATUS_ROW, Row, at, code, iso, location, plain, shorten, size, span, unix
 
-P = TypeVar("P")
-R = TypeVar("R")
 
 BUNDLE_ATTEMPT_TIMEOUT = timedelta(hours=6)
-STEP_BUDGET = timedelta(days=7)  # an unattended sync keeps retrying transient trouble this long per step
 
 
 # --- The contract --------------------------------------------------------------------------------
@@ -112,7 +108,7 @@ class DataExportSyncWorkflow(ProgressWorkflow):
                 say.done(f"Done: reached stop {iso(args.stop)}")
                 return state.result()
             say.listing()
-            page = await self.sync_step(
+            page = await self.unattended_step(
                 LegacyExportActivities.list_export_bundles,
                 state.cursor,
                 f"List export bundles after {iso(state.cursor)}",
@@ -132,7 +128,7 @@ class DataExportSyncWorkflow(ProgressWorkflow):
                 continue
             for i, bundle in enumerate(page, 1):
                 say.storing(bundle, i, len(page))
-                stored = await self.sync_step(
+                stored = await self.unattended_step(
                     BundleStoreActivities.store_export_bundle,
                     StoreExportBundleParams(bundle=bundle, destination=args.destination),
                     f"Store bundle {bundle.id} ({iso(bundle.start)}..{iso(bundle.stop)})",
@@ -147,16 +143,6 @@ class DataExportSyncWorkflow(ProgressWorkflow):
                 if state.stored_this_run >= args.bundles_per_run or workflow.info().is_continue_as_new_suggested():
                     say.continuing()
                     self.continue_as_new(state)
-
-    async def sync_step(self, activity: Callable[[Any, P], Awaitable[R]], params: P, summary: str, **options: Any) -> R:
-        """A step of an unattended sync: retried for STEP_BUDGET before the sync gives up."""
-        return await self.step(
-            activity,
-            params,
-            deadline=workflow.now() + STEP_BUDGET,
-            text=StepText(summary, f"{summary}: did not succeed within {STEP_BUDGET}"),
-            **options,
-        )
 
     def continue_as_new(self, state: SyncState) -> None:
         workflow.continue_as_new(

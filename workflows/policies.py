@@ -25,6 +25,9 @@ CALL_RETRY = RetryPolicy(
 # Short, so a call held by a worker that died is retried elsewhere within about 30 s.
 CALL_TIMEOUT = timedelta(seconds=30)
 
+# A step of an unattended sync (listing, storing, a manifest line) retries transient trouble this long.
+UNATTENDED_STEP_BUDGET = timedelta(days=7)
+
 # The status-check backoff curve: 2 s, 3 s, 4.5 s, ... up to the caller's max_poll_interval.
 POLL_FIRST_GAP = timedelta(seconds=2)
 POLL_BACKOFF = 1.5

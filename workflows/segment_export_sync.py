@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 from temporalio import workflow
@@ -39,13 +39,10 @@ with workflow.unsafe.imports_passed_through():
         SegmentExportInput,
         SegmentExportWorkflow,
     )
-    from workflows.steps import ProgressTracker, ProgressWorkflow, StepText, parse_input
+    from workflows.steps import ProgressTracker, ProgressWorkflow, parse_input
     from workflows.texts import LIVE_STATUS_ROW, Row, at, code, escape, iso, location, plain, shorten, size, span
 
-P = TypeVar("P")
-R = TypeVar("R")
 
-STEP_BUDGET = timedelta(days=7)  # an unattended sync keeps retrying a manifest step this long
 WINDOW_RETRY_GAP = timedelta(minutes=5)  # before a failed window's next export (times the attempt)
 RECENT_ENTRIES = 8  # each manifest write carries these again: a lost update heals at the next write
 # A child failing with one of these is tried again (up to window_attempts); anything else needs a person.
@@ -240,7 +237,7 @@ class SegmentExportSyncWorkflow(ProgressWorkflow):
         s = self.state = SyncState(args)
         say = self.say = SegmentSyncNarration(self._tracker, args, s, lambda: self.paused)
         await self.check_locations(destination=args.destination)
-        place = await self.sync_step(
+        place = await self.unattended_step(
             SegmentSyncActivities.segment_sync_place,
             SyncPlaceParams(
                 destination=args.destination,
@@ -381,7 +378,7 @@ class SegmentExportSyncWorkflow(ProgressWorkflow):
                 )
                 async with self.manifest_lock:
                     s.recent = [*s.recent, entry][-RECENT_ENTRIES:]
-                    await self.sync_step(
+                    await self.unattended_step(
                         SegmentSyncActivities.segment_sync_record_windows,
                         RecordWindowsParams(
                             destination=args.destination,
@@ -396,15 +393,6 @@ class SegmentExportSyncWorkflow(ProgressWorkflow):
         finally:
             s.in_flight.pop(start, None)
             self.changed = True
-
-    async def sync_step(self, activity: Callable[[Any, P], Awaitable[R]], params: P, summary: str, **options: Any) -> R:
-        return await self.step(
-            activity,
-            params,
-            deadline=workflow.now() + STEP_BUDGET,
-            text=StepText(summary, f"{summary}: did not succeed within {STEP_BUDGET}"),
-            **options,
-        )
 
     @workflow.update(name="pause")
     def pause(self) -> SegmentSyncProgress:

@@ -29,7 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.locations import CheckLocationsParams, LocationActivities
     from workflows import errors
     from workflows.contract import Progress, describe_validation_error
-    from workflows.policies import CALL_RETRY, CALL_TIMEOUT
+    from workflows.policies import CALL_RETRY, CALL_TIMEOUT, UNATTENDED_STEP_BUDGET
     from workflows.texts import Row, current_details, escape, one_line
 
 CHECK_LOCATIONS_PATCH = "check-locations"  # 2026-11: runs started before it replay without the check
@@ -142,6 +142,18 @@ class ProgressWorkflow:
                 waiting_until=None,
             )
             raise_activity_failure(err, timeout_message=text.timeout_message, timeout_error=self.timeout_error)
+
+    async def unattended_step(
+        self, activity: Callable[[Any, P], Awaitable[R]], params: P, summary: str, **options: Any
+    ) -> R:
+        """A step of a sync that runs for months: retried for UNATTENDED_STEP_BUDGET before the sync gives up."""
+        return await self.step(
+            activity,
+            params,
+            deadline=workflow.now() + UNATTENDED_STEP_BUDGET,
+            text=StepText(summary, f"{summary}: did not succeed within {UNATTENDED_STEP_BUDGET}"),
+            **options,
+        )
 
     async def check_locations(self, **locations: str | None) -> None:
         """Fail at once, before any call to Fullstory, on a location outside FULLSTORY_ALLOWED_LOCATIONS.
