@@ -26,6 +26,7 @@ from urllib.parse import quote
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from temporalio import activity
 
+from activities.bulk import open_source, read_items  # NDJSON, JSON array or object; gzip or not
 from activities.deps import ActivityDeps
 from activities.fullstory_client import malformed_error, next_check_text
 from activities.heartbeat import Heartbeater, resume_details
@@ -138,8 +139,6 @@ def load_requests_file(locations: Locations, url: str) -> tuple[list[Any], dict[
     """Read `requests_url`: a JSON list of items, {"requests": [...], "shared": {...}}, or NDJSON; gzip or not."""
     source = locations.source(url, "requests_url")
     where = source.describe()
-    from activities.bulk import open_source, read_items  # NDJSON, JSON array or object; gzip or not
-
     try:
         with open_source(source) as fh:
             raw = fh.read()
