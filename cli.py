@@ -49,8 +49,8 @@ from infra.logging_setup import add_log_level_flag, configure_logging
 from infra.settings import Settings, SettingsError, load_settings
 from infra.temporal_connection import TemporalTarget, for_cli, load_temporal_target, ui_link
 from infra.worker_host import HINT_CONFIGURED, HINT_LOCAL, connect, exit_now, running_workers, serve, services
-from workflows.batch_import import BatchImportInput
-from workflows.contract import describe_validation_error
+from vocabulary.contract import describe_validation_error
+from workflows.batch_job import BatchImportInput
 from workflows.registry import BY_COMMAND, Job, start_texts
 
 

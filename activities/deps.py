@@ -13,7 +13,7 @@ class ActivityDeps:
     client: FullstoryClient  # the one HTTP client: auth, base URLs, the error table
     data_dir: str  # FULLSTORY_DATA_DIR: the default destination, and local staging for object stores
     allowed_locations: str | None = None  # FULLSTORY_ALLOWED_LOCATIONS (None: the default)
-    max_batches_in_progress: int = 90  # FULLSTORY_MAX_BATCHES_IN_PROGRESS (activities/batch_slots.py)
+    max_batches_in_progress: int = 90  # FULLSTORY_MAX_BATCHES_IN_PROGRESS (activities/org_batch_limit.py)
     batch_slot_reclaim_seconds: float = 60.0  # FULLSTORY_BATCH_SLOT_RECLAIM_SECONDS
     locations: Locations = field(init=False)
 

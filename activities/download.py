@@ -48,8 +48,8 @@ from activities.heartbeat import Heartbeater, heartbeat_interval, resume_details
 from activities.journal import SYNC_BYTES, Journal
 from activities.locations import Destination
 from activities.storage import publish, safe_name
-from workflows import errors
-from workflows.contract import redact_url
+from vocabulary import errors
+from vocabulary.contract import redact_url
 
 CHUNK = 1 << 20
 HOLD_SECONDS = 0.25  # received bytes wait at most this long for a full chunk before they are written

@@ -20,7 +20,7 @@ import httpx
 from temporalio.exceptions import ApplicationError
 
 from infra.metrics import Metrics
-from workflows import errors, texts
+from vocabulary import errors, texts
 
 MAX_RETRY_AFTER = timedelta(hours=24)
 NOT_READY_DELAY = timedelta(seconds=5)

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from temporalio import activity
 
-from workflows.policies import HEARTBEAT_TIMEOUT, HEARTBEATS_PER_TIMEOUT
+from vocabulary.policies import HEARTBEAT_TIMEOUT, HEARTBEATS_PER_TIMEOUT
 
 T = TypeVar("T", bound=BaseModel)
 

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from temporalio import activity
 
-from activities.batch import FullstoryPayload
+from activities.batch_job import FullstoryPayload
 from activities.deps import ActivityDeps
 from activities.download import DownloadActivities, DownloadParams
 from activities.fullstory_client import malformed_error

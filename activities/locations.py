@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import BaseModel
 from temporalio import activity
 
-from workflows import errors
+from vocabulary import errors
 
 SETTING = "FULLSTORY_ALLOWED_LOCATIONS"
 OBJECT_STORES = ("s3://", "gs://", "gcs://", "az://", "abfs://", "abfss://")

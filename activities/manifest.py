@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from activities.locations import Destination
-from workflows import errors
+from vocabulary import errors
 
 
 class ManifestFile:

@@ -18,9 +18,9 @@ from temporalio import activity
 
 from activities.deps import ActivityDeps
 from activities.fullstory_client import malformed_error, next_check_text
-from workflows import errors
-from workflows.contract import ResultModel, redact_url
-from workflows.policies import poll_delay
+from vocabulary import errors
+from vocabulary.contract import ResultModel, redact_url
+from vocabulary.policies import poll_delay
 
 OperationState = Literal["PENDING", "RUNNING", "COMPLETED", "FAILED"]
 FINAL_STATES = ("COMPLETED", "FAILED")

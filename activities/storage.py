@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from activities.locations import Destination
-from workflows import errors
+from vocabulary import errors
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=-]+")
 

@@ -56,7 +56,7 @@ from infra.data_converter import DATA_CONVERTER  # noqa: E402
 from infra.settings import Settings  # noqa: E402
 from simulator import Simulator  # noqa: E402
 from worker import make_workers  # noqa: E402
-from workflows.batch_import import batch_workflow_id  # noqa: E402
+from workflows.batch_job import batch_workflow_id  # noqa: E402
 from workflows.registry import start_texts  # noqa: E402
 from workflows.segment_export import segment_export_workflow_id  # noqa: E402
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from workflows.contract import DEFAULT_TASK_QUEUE
+from vocabulary.contract import DEFAULT_TASK_QUEUE
 
 
 class SettingsError(Exception):

@@ -123,7 +123,7 @@ async def main() -> None:
 
 async def record_bulk_import(env: WorkflowEnvironment, sim: Simulator, data: Path) -> None:
     """A bulk import of 7 users in 3 batches (children hold batch slots), and the slots workflow it used."""
-    from activities.batch_slots import slots_workflow_id
+    from activities.org_batch_limit import slots_workflow_id
 
     source = data / "bulk-users.ndjson"
     source.write_text("".join(f'{{"uid": "u{i}"}}\n' for i in range(7)))

@@ -14,8 +14,8 @@ from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
 from helpers import TemporalClock, running_worker, server_time
-from workflows.batch_import import BatchImportResult, batch_workflow_id
-from workflows.contract import idempotency_key
+from vocabulary.contract import idempotency_key
+from workflows.batch_job import BatchImportResult, batch_workflow_id
 
 STATUS_ROUTE = "/v2/{kind}/batch/{job_id}"
 ERRORS_ROUTE = "/v2/{kind}/batch/{job_id}/errors"

@@ -23,10 +23,10 @@ import pytest_asyncio
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from activities.bulk import read_items
+from activities.bulk_import import read_items
 from activities.locations import Source
 from helpers import REPO, TemporalClock, running_worker, wait_until
-from workflows.batch_import import BatchImportResult
+from workflows.batch_job import BatchImportResult
 from workflows.bulk_import import BulkImportResult
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from cli import UsageError, build_input, make_parser
 from helpers import WorkerProcess
-from workflows.batch_import import BatchImportInput
+from workflows.batch_job import BatchImportInput
 from workflows.registry import BY_COMMAND
 from workflows.segment_export import SegmentExportInput
 

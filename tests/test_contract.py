@@ -8,7 +8,7 @@ from pathlib import Path
 from temporalio import activity
 
 from activities.fullstory_client import ERROR_TABLE, MALFORMED, OTHER_4XX, OTHER_5XX, TRANSPORT, rule_for
-from workflows import errors
+from vocabulary import errors
 from workflows.registry import BY_COMMAND, JOBS, activity_classes
 from workflows.schemas import CONTRACT
 

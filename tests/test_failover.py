@@ -29,7 +29,7 @@ from activities.operations import Operation
 from helpers import API_KEY, WorkerProcess, free_port, stop_process, wait_until
 from infra.data_converter import DATA_CONVERTER
 from infra.worker_host import find_binary
-from workflows.batch_import import BatchImportResult, batch_workflow_id
+from workflows.batch_job import BatchImportResult, batch_workflow_id
 from workflows.data_export_sync import DataExportSyncResult
 from workflows.operation import operation_workflow_id
 from workflows.segment_export import SegmentExportResult, segment_export_workflow_id

@@ -11,7 +11,7 @@ import pytest
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities.fullstory_client import FullstoryClient, parse_retry_after
-from workflows.contract import redact_url
+from vocabulary.contract import redact_url
 
 KEY = "sekrit-key-123"
 

@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 from pydantic import ValidationError
 
-from workflows.batch_import import BatchImportInput, batch_workflow_id
-from workflows.contract import describe_validation_error, idempotency_key
+from vocabulary.contract import describe_validation_error, idempotency_key
+from workflows.batch_job import BatchImportInput, batch_workflow_id
 
 GOOD_REQ = [{"name": "e", "user": {"uid": "u1"}}]
 

@@ -21,10 +21,10 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner, Worker
 from temporalio.workflow import NondeterminismError
 
-from activities.batch import BatchActivities, BatchJob, BatchJobDetails, WaitForBatchJobParams
+from activities.batch_job import BatchActivities, BatchJob, BatchJobDetails, WaitForBatchJobParams
 from infra.data_converter import DATA_CONVERTER
 from worker import WORKFLOWS
-from workflows.batch_import import BatchImportWorkflow
+from workflows.batch_job import BatchImportWorkflow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 

@@ -16,10 +16,10 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from helpers import TemporalClock, running_worker
 from infra.data_converter import DATA_CONVERTER, BenignWithoutStackTrace
-from workflows.batch_import import BatchImportInput
+from vocabulary.texts import at, bar, current_details, location, one_line, size, span
+from workflows.batch_job import BatchImportInput
 from workflows.registry import start_texts
 from workflows.segment_export import SegmentExportInput
-from workflows.texts import at, bar, current_details, location, one_line, size, span
 
 WHEN = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC")
 SECRETISH = "ada.lovelace@example.com"

@@ -2,11 +2,11 @@
 
 1. Stage: one activity streams the source once into chunks of `batch_size` items, validating every
    item (a bad line fails the import before any batch is created), under the destination where every
-   worker can read them (activities/bulk.py).
+   worker can read them (activities/bulk_import.py).
 2. Run: each chunk is a child `BatchImportWorkflow` with a deterministic id (`<parent id>-batch-NNNNN`):
    its Idempotency-Key comes from that id, so a chunk is never created twice, whatever crashes. At most
    `max_in_flight` children run at once; each holds one of the org's batch slots while its job is in
-   progress (workflows/batch_slots.py), so all imports together stay under FULLSTORY_MAX_BATCHES_IN_PROGRESS.
+   progress (workflows/org_batch_limit.py), so all imports together stay under FULLSTORY_MAX_BATCHES_IN_PROGRESS.
 3. Merge: one activity writes one NDJSON of every error record (with its `batch` and source `line`),
    the imports when asked, and `batches.ndjson`. Records never pass through workflow history.
 
@@ -24,7 +24,7 @@ from temporalio import workflow
 from temporalio.exceptions import ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.bulk import (
+    from activities.bulk_import import (
         BulkActivities,
         MergeBulkRecordsParams,
         StageBulkSourceParams,
@@ -32,9 +32,8 @@ with workflow.unsafe.imports_passed_through():
         child_workflow_id,
         chunk_name,
     )
-    from workflows import errors
-    from workflows.batch_import import BatchImportInput, BatchImportResult, BatchImportWorkflow
-    from workflows.contract import (
+    from vocabulary import errors
+    from vocabulary.contract import (
         LOCATION_HELP,
         MAX_BATCH_REQUESTS,
         BatchKind,
@@ -42,9 +41,10 @@ with workflow.unsafe.imports_passed_through():
         PositiveDuration,
         ResultModel,
     )
-    from workflows.policies import HEARTBEAT_TIMEOUT, LONG_RETRY
+    from vocabulary.policies import HEARTBEAT_TIMEOUT, LONG_RETRY
+    from vocabulary.texts import LIVE_STATUS_ROW, Row, at, code, location, plain, shorten, span
+    from workflows.batch_job import BatchImportInput, BatchImportResult, BatchImportWorkflow
     from workflows.steps import ProgressTracker, ProgressWorkflow, StepText, parse_input, remaining
-    from workflows.texts import LIVE_STATUS_ROW, Row, at, code, location, plain, shorten, span
 
 BATCHES_PER_RUN = 200  # children per run before continue-as-new (about 1,000 history events)
 STAGE_TIMEOUT = timedelta(hours=6)  # one attempt at streaming the whole source

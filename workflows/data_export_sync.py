@@ -24,11 +24,11 @@ with workflow.unsafe.imports_passed_through():
         StoredBundle,
         StoreExportBundleParams,
     )
-    from workflows import errors
-    from workflows.contract import LOCATION_HELP, InputModel, ResultModel
-    from workflows.policies import HEARTBEAT_TIMEOUT, LONG_RETRY
+    from vocabulary import errors
+    from vocabulary.contract import LOCATION_HELP, InputModel, ResultModel
+    from vocabulary.policies import HEARTBEAT_TIMEOUT, LONG_RETRY
+    from vocabulary.texts import LIVE_STATUS_ROW, Row, at, code, iso, location, plain, shorten, size, span, unix
     from workflows.steps import ProgressTracker, ProgressWorkflow, parse_input
-    from workflows.texts import LIVE_STATUS_ROW, Row, at, code, iso, location, plain, shorten, size, span, unix
 
 
 BUNDLE_ATTEMPT_TIMEOUT = timedelta(hours=6)

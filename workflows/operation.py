@@ -16,11 +16,11 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.operations import Operation, OperationActivities, OperationSnapshot, WaitForOperationParams
-    from workflows import errors
-    from workflows.contract import InputModel, PollInterval, PositiveDuration
-    from workflows.policies import poll_retry
+    from vocabulary import errors
+    from vocabulary.contract import InputModel, PollInterval, PositiveDuration
+    from vocabulary.policies import poll_retry
+    from vocabulary.texts import LIVE_STATUS_ROW, Row, at, bar, clock, code, escape, next_check, span, status_checks_row
     from workflows.steps import ProgressTracker, ProgressWorkflow, StepText, parse_input
-    from workflows.texts import LIVE_STATUS_ROW, Row, at, bar, clock, code, escape, next_check, span, status_checks_row
 
 # The wait activity returns (waking the workflow, refreshing these texts) when the estimate moves this much.
 REPORT_PCT_STEP: float = WaitForOperationParams.model_fields["report_pct_step"].default

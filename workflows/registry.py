@@ -16,24 +16,24 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from temporalio import workflow
 
-from activities.batch import BatchActivities
-from activities.batch_slots import BatchSlotActivities
-from activities.bulk import BulkActivities
+from activities.batch_job import BatchActivities
+from activities.bulk_import import BulkActivities
 from activities.download import DownloadActivities
 from activities.legacy_export import BundleStoreActivities, LegacyExportActivities
 from activities.locations import LocationActivities
 from activities.operations import Operation, OperationActivities
+from activities.org_batch_limit import BatchSlotActivities
 from activities.segment_sync import SegmentSyncActivities
+from vocabulary.texts import MAX_SUMMARY, Row, current_details, escape, shorten
 from workflows import (
-    batch_import,
-    batch_slots,
+    batch_job,
     bulk_import,
     data_export_sync,
     operation,
+    org_batch_limit,
     segment_export,
     segment_export_sync,
 )
-from workflows.texts import MAX_SUMMARY, Row, current_details, escape, shorten
 
 
 @dataclass(frozen=True)
@@ -63,13 +63,13 @@ class Job:
 
 JOBS: tuple[Job, ...] = (
     Job(
-        batch_import.BatchImportWorkflow,
+        batch_job.BatchImportWorkflow,
         "batch-import",
         "Batch import",
-        batch_import.BatchImportInput,
-        batch_import.BatchImportResult,
-        batch_import.workflow_id_for,
-        batch_import.start_texts,
+        batch_job.BatchImportInput,
+        batch_job.BatchImportResult,
+        batch_job.workflow_id_for,
+        batch_job.start_texts,
         (BatchActivities, BatchSlotActivities, LocationActivities),
     ),
     Job(
@@ -84,15 +84,15 @@ JOBS: tuple[Job, ...] = (
         hidden_fields=bulk_import.HIDDEN_FIELDS,
     ),
     Job(
-        batch_slots.BatchSlotsWorkflow,
+        org_batch_limit.BatchSlotsWorkflow,
         "batch-slots",
         "Org-wide batch slots",
-        batch_slots.BatchSlotsInput,
-        batch_slots.BatchSlotsResult,
-        batch_slots.workflow_id_for,
-        batch_slots.start_texts,
+        org_batch_limit.BatchSlotsInput,
+        org_batch_limit.BatchSlotsResult,
+        org_batch_limit.workflow_id_for,
+        org_batch_limit.start_texts,
         (BatchSlotActivities,),
-        hidden_fields=batch_slots.HIDDEN_FIELDS,
+        hidden_fields=org_batch_limit.HIDDEN_FIELDS,
         startable=False,  # started on demand by request_batch_slot (its id derives from the API key)
     ),
     Job(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from workflows.contract import Progress
+from vocabulary.contract import Progress
 from workflows.registry import JOBS
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"

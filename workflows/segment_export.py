@@ -19,8 +19,8 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from activities.download import DownloadActivities, DownloadParams, DownloadResult
     from activities.operations import CreateSegmentExportParams, Operation, OperationActivities
-    from workflows import errors
-    from workflows.contract import (
+    from vocabulary import errors
+    from vocabulary.contract import (
         LOCATION_HELP,
         InputModel,
         PollInterval,
@@ -29,10 +29,10 @@ with workflow.unsafe.imports_passed_through():
         TimeRange,
         idempotency_key,
     )
+    from vocabulary.policies import HEARTBEAT_TIMEOUT, LONG_RETRY
+    from vocabulary.texts import LIVE_STATUS_ROW, Row, at, code, location, plain, shorten, size, span, status_checks_row
     from workflows.operation import wait_for_operation_to_end
-    from workflows.policies import HEARTBEAT_TIMEOUT, LONG_RETRY
     from workflows.steps import ProgressTracker, ProgressWorkflow, StepText, parse_input
-    from workflows.texts import LIVE_STATUS_ROW, Row, at, code, location, plain, shorten, size, span, status_checks_row
 
 from typing import Literal
 

@@ -30,8 +30,9 @@ with workflow.unsafe.imports_passed_through():
         SegmentSyncActivities,
         SyncPlaceParams,
     )
-    from workflows import errors
-    from workflows.contract import LOCATION_HELP, InputModel, PositiveDuration, Progress, ResultModel, TimeRange
+    from vocabulary import errors
+    from vocabulary.contract import LOCATION_HELP, InputModel, PositiveDuration, Progress, ResultModel, TimeRange
+    from vocabulary.texts import LIVE_STATUS_ROW, Row, at, code, escape, iso, location, plain, shorten, size, span
     from workflows.segment_export import (
         _TIMEZONE,
         ExportFormat,
@@ -40,7 +41,6 @@ with workflow.unsafe.imports_passed_through():
         SegmentExportWorkflow,
     )
     from workflows.steps import ProgressTracker, ProgressWorkflow, parse_input
-    from workflows.texts import LIVE_STATUS_ROW, Row, at, code, escape, iso, location, plain, shorten, size, span
 
 
 WINDOW_RETRY_GAP = timedelta(minutes=5)  # before a failed window's next export (times the attempt)

@@ -27,10 +27,10 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ValidationError
 
     from activities.locations import CheckLocationsParams, LocationActivities
-    from workflows import errors
-    from workflows.contract import Progress, describe_validation_error
-    from workflows.policies import CALL_RETRY, CALL_TIMEOUT, UNATTENDED_STEP_BUDGET
-    from workflows.texts import Row, current_details, escape, one_line
+    from vocabulary import errors
+    from vocabulary.contract import Progress, describe_validation_error
+    from vocabulary.policies import CALL_RETRY, CALL_TIMEOUT, UNATTENDED_STEP_BUDGET
+    from vocabulary.texts import Row, current_details, escape, one_line
 
 CHECK_LOCATIONS_PATCH = "check-locations"  # 2026-11: runs started before it replay without the check
 

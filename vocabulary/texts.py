@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
-from workflows.contract import redact_url
+from vocabulary.contract import redact_url
 
 Row = tuple[str, str]
 

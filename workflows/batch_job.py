@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.batch import (
+    from activities.batch_job import (
         BatchActivities,
         BatchJobDetails,
         CollectBatchRecordsParams,
@@ -23,9 +23,8 @@ with workflow.unsafe.imports_passed_through():
         CreateBatchJobParams,
         WaitForBatchJobParams,
     )
-    from workflows import errors
-    from workflows.batch_slots import BATCH_SLOTS_PATCH, SlotHolder
-    from workflows.contract import (
+    from vocabulary import errors
+    from vocabulary.contract import (
         LOCATION_HELP,
         MAX_BATCH_REQUESTS,
         BatchJobStatus,
@@ -36,9 +35,8 @@ with workflow.unsafe.imports_passed_through():
         ResultModel,
         idempotency_key,
     )
-    from workflows.policies import HEARTBEAT_TIMEOUT, LONG_RETRY, poll_retry
-    from workflows.steps import ProgressTracker, ProgressWorkflow, StepText, parse_input
-    from workflows.texts import (
+    from vocabulary.policies import HEARTBEAT_TIMEOUT, LONG_RETRY, poll_retry
+    from vocabulary.texts import (
         LIVE_STATUS_ROW,
         Row,
         at,
@@ -51,6 +49,8 @@ with workflow.unsafe.imports_passed_through():
         span,
         status_checks_row,
     )
+    from workflows.org_batch_limit import BATCH_SLOTS_PATCH, SlotHolder
+    from workflows.steps import ProgressTracker, ProgressWorkflow, StepText, parse_input
 
 CREATE_TIMEOUT = timedelta(minutes=3)  # uploads up to 50,000 items
 WALK_TIMEOUT = timedelta(hours=6)
@@ -152,7 +152,7 @@ class BatchImportWorkflow(ProgressWorkflow):
 
     def __init__(self) -> None:
         super().__init__()
-        self.slot = SlotHolder()  # one of the org's batch slots (workflows/batch_slots.py)
+        self.slot = SlotHolder()  # one of the org's batch slots (workflows/org_batch_limit.py)
 
     @workflow.signal(name="batch_slot_granted")
     def batch_slot_granted(self) -> None:

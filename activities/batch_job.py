@@ -26,16 +26,16 @@ from urllib.parse import quote
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from temporalio import activity
 
-from activities.bulk import open_source, read_items  # NDJSON, JSON array or object; gzip or not
+from activities.bulk_import import open_source, read_items  # NDJSON, JSON array or object; gzip or not
 from activities.deps import ActivityDeps
 from activities.fullstory_client import malformed_error, next_check_text
 from activities.heartbeat import Heartbeater, resume_details
 from activities.journal import Journal
 from activities.locations import Locations
 from activities.storage import PartFile, publish, safe_name
-from workflows import errors
-from workflows.contract import MAX_BATCH_REQUESTS, BatchJobStatus, BatchKind
-from workflows.policies import poll_delay
+from vocabulary import errors
+from vocabulary.contract import MAX_BATCH_REQUESTS, BatchJobStatus, BatchKind
+from vocabulary.policies import poll_delay
 
 # --- Fullstory's payloads --------------------------------------------------------------------------
 

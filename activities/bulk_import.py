@@ -10,7 +10,7 @@
   `line`), the same for imports when asked, and `batches.ndjson` (one line per batch result, read from
   the child workflows' results in Temporal). Rebuilt from the start on a new attempt: nothing twice.
 
-`read_items` is also what `requests_url` of a single batch reads (activities/batch.py).
+`read_items` is also what `requests_url` of a single batch reads (activities/batch_job.py).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from temporalio.client import WorkflowFailureError
 from activities.heartbeat import Heartbeater
 from activities.locations import Destination, Locations, Source
 from activities.storage import PartFile, publish, safe_name
-from workflows import errors
-from workflows.contract import BatchKind
+from vocabulary import errors
+from vocabulary.contract import BatchKind
 
 if TYPE_CHECKING:
     from activities.deps import ActivityDeps

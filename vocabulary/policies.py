@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from temporalio.common import RetryPolicy
 
-from workflows.errors import NON_RETRYABLE
+from vocabulary.errors import NON_RETRYABLE
 
 CALL_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),

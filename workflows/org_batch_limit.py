@@ -1,6 +1,6 @@
 """BatchSlotsWorkflow: the org-wide limit on batch jobs in progress, held across every workflow and worker.
 
-A durable semaphore: one workflow per API key and task queue (fixed id, activities/batch_slots.py),
+A durable semaphore: one workflow per API key and task queue (fixed id, activities/org_batch_limit.py),
 started on demand by the first `acquire` (signal-with-start), running for as long as there is anything
 to hold. Why a workflow driven by signals: its state (holders, the queue) is durable in Temporal (it
 survives worker and server restarts with no store of our own); signals need no worker of the
@@ -30,7 +30,7 @@ from pydantic import Field
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.batch_slots import (
+    from activities.org_batch_limit import (
         GRANTED_SIGNAL,
         BatchSlotActivities,
         CheckHoldersParams,
@@ -38,11 +38,11 @@ with workflow.unsafe.imports_passed_through():
         SlotRef,
         SlotRequest,
     )
-    from workflows import errors
-    from workflows.contract import InputModel, ResultModel
-    from workflows.policies import CALL_TIMEOUT
+    from vocabulary import errors
+    from vocabulary.contract import InputModel, ResultModel
+    from vocabulary.policies import CALL_TIMEOUT
+    from vocabulary.texts import Row, code, span
     from workflows.steps import ProgressTracker, ProgressWorkflow, StepText, parse_input, remaining
-    from workflows.texts import Row, code, span
 
 MAX_HISTORY = 4_000  # events before it continues as new
 REREQUEST_EVERY = timedelta(minutes=5)  # a waiting holder asks again (its grant may have been lost)
@@ -67,7 +67,7 @@ HIDDEN_FIELDS = frozenset({"holders", "waiting", "granted_total"})
 
 
 def workflow_id_for(args: BatchSlotsInput, unique: str) -> str:
-    return f"fullstory-batch-slots-{unique}"  # the real id is derived from the API key (activities/batch_slots.py)
+    return f"fullstory-batch-slots-{unique}"  # the real id is derived from the API key (activities/org_batch_limit.py)
 
 
 @workflow.defn(name="BatchSlotsWorkflow")

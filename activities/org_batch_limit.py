@@ -2,7 +2,7 @@
 
 Fullstory queues more than about 100 batch jobs in progress per org and answers every create with 429
 at 200. `FULLSTORY_MAX_BATCHES_IN_PROGRESS` (default 90) is this deployment's share: one durable
-`BatchSlotsWorkflow` per API key (and task queue) hands out that many slots (workflows/batch_slots.py).
+`BatchSlotsWorkflow` per API key (and task queue) hands out that many slots (workflows/org_batch_limit.py).
 
 - `request_batch_slot`: signal-with-start `acquire` on the slots workflow (starting it if it does not run
   yet, with this worker's limit); the slot arrives later as a `batch_slot_granted` signal to the holder.
@@ -68,7 +68,7 @@ class BatchSlotActivities:
     @activity.defn(name="request_batch_slot")
     async def request_batch_slot(self, params: RequestSlotParams) -> str:
         """Signal-with-start `acquire`; returns the slots workflow's id (the holder releases there)."""
-        from workflows.batch_slots import BatchSlotsInput, start_texts
+        from workflows.org_batch_limit import BatchSlotsInput, start_texts
 
         task_queue = activity.info().task_queue
         slots_id = slots_workflow_id(task_queue, self.client._authorization)
