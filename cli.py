@@ -1,5 +1,7 @@
 """The `fullstory-jobs` command: run the worker, start workflows, read their progress and results.
 
+The one entry point (`python worker.py` is the same entry; `python cli.py` too).
+
     fullstory-jobs worker                                 run the worker (the default)
     fullstory-jobs demo                                   one events + one users import, results printed
     fullstory-jobs start batch-import --kind events --job-id X
@@ -47,9 +49,18 @@ from temporalio.service import RPCError
 
 from infra.logging_setup import add_log_level_flag, configure_logging
 from infra.settings import Settings, SettingsError, load_settings
-from infra.temporal_connection import TemporalTarget, for_cli, load_temporal_target, ui_link
-from infra.worker_host import HINT_CONFIGURED, HINT_LOCAL, connect, exit_now, running_workers, serve, services
+from infra.temporal_connection import (
+    HINT_CONFIGURED,
+    HINT_LOCAL,
+    TemporalTarget,
+    connect,
+    for_cli,
+    load_temporal_target,
+    ui_link,
+)
+from infra.worker_host import exit_now, serve, services
 from vocabulary.contract import describe_validation_error
+from wiring import allowed_locations, run_workers
 from workflows.batch_job import BatchImportInput
 from workflows.registry import BY_COMMAND, Job, start_texts
 
@@ -221,15 +232,13 @@ async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_demo(settings: Settings) -> int:
     """One events and one users import against the simulator (or Fullstory), results printed."""
-    from worker import make_workers
-
     # Two dev servers must never share .temporal/temporal.db: with a `make run` running here, demo uses its
     # server, and its worker, which polls the same task queue: demo then only starts the imports and waits
     # for their results (a second worker with its own simulator would split one job's calls between two
     # simulators). With no worker polling that server, demo runs its own; with no server, it starts one.
     # Nor does demo serve metrics: the port (FULLSTORY_METRICS_PORT) is the running worker's.
     settings = settings.model_copy(update={"fullstory_metrics_port": None})
-    async with services(settings, reuse_running_server=True) as rt, running_workers(rt, make_workers):
+    async with services(settings, reuse_running_server=True) as rt, run_workers(rt):
         started = []
         for kind, n in (("events", 25), ("users", 12)):
             requests = [
@@ -388,9 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
         if command == "worker":
-            from worker import make_workers
-
-            asyncio.run(serve(settings, make_workers))
+            asyncio.run(serve(settings, run_workers, allowed_locations(settings).describe()))
             return 0
         if command == "demo":
             return asyncio.run(cmd_demo(settings))

@@ -19,8 +19,9 @@ from typing import Any
 import httpx
 from temporalio.exceptions import ApplicationError
 
-from infra.metrics import Metrics
+from activities.metrics import Metrics
 from vocabulary import errors, texts
+from vocabulary.slot_messages import key_fingerprint
 
 MAX_RETRY_AFTER = timedelta(hours=24)
 NOT_READY_DELAY = timedelta(seconds=5)
@@ -188,6 +189,7 @@ class FullstoryClient:
         if not api_key:
             raise ValueError("a Fullstory API key is required")
         self._authorization = f"Basic {api_key}"
+        self.key_fingerprint = key_fingerprint(self._authorization)  # names things per key (the slots workflow)
         self.base_url = base_url.rstrip("/")
         self.export_base_url = export_base_url.rstrip("/")
         self.metrics = metrics or Metrics()

@@ -2,7 +2,8 @@
 
 Fullstory queues more than about 100 batch jobs in progress per org and answers every create with 429
 at 200. `FULLSTORY_MAX_BATCHES_IN_PROGRESS` (default 90) is this deployment's share: one durable
-`BatchSlotsWorkflow` per API key (and task queue) hands out that many slots (workflows/org_batch_limit.py).
+`BatchSlotsWorkflow` per API key (and task queue) hands out that many slots (workflows/org_batch_limit.py); the messages
+both sides send are vocabulary/slot_messages.py.
 
 - `request_batch_slot`: signal-with-start `acquire` on the slots workflow (starting it if it does not run
   yet, with this worker's limit); the slot arrives later as a `batch_slot_granted` signal to the holder.
@@ -13,50 +14,26 @@ at 200. `FULLSTORY_MAX_BATCHES_IN_PROGRESS` (default 90) is this deployment's sh
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel
 from temporalio import activity
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
+from vocabulary.slot_messages import (
+    ACQUIRE_SIGNAL,
+    SLOTS_WORKFLOW,
+    BatchSlotsInput,
+    CheckHoldersParams,
+    RequestSlotParams,
+    SlotRef,
+    SlotRequest,
+    slots_summary,
+    slots_workflow_id,
+)
+
 if TYPE_CHECKING:
     from activities.deps import ActivityDeps
-
-SLOTS_WORKFLOW = "BatchSlotsWorkflow"
-GRANTED_SIGNAL = "batch_slot_granted"
-
-
-class SlotRequest(BaseModel):
-    """One workflow asking for one slot (a workflow holds at most one)."""
-
-    holder: str  # the holder's workflow id
-    run_id: str
-    group: str  # fairness: slots are shared out between groups (a bulk import's children are one group)
-    limit: int | None = None  # the requesting worker's FULLSTORY_MAX_BATCHES_IN_PROGRESS (the latest wins)
-    reclaim_seconds: float | None = None
-
-
-class SlotRef(BaseModel):
-    holder: str
-    run_id: str
-
-
-class RequestSlotParams(BaseModel):
-    holder: str
-    run_id: str
-    group: str
-
-
-class CheckHoldersParams(BaseModel):
-    holders: list[SlotRef]
-
-
-def slots_workflow_id(task_queue: str, authorization: str) -> str:
-    """One slots workflow per API key (by fingerprint, never the key) and task queue (its workers run it)."""
-    fingerprint = hashlib.sha256(authorization.encode()).hexdigest()[:12]
-    return f"fullstory-batch-slots-{task_queue}-{fingerprint}"
 
 
 class BatchSlotActivities:
@@ -68,12 +45,9 @@ class BatchSlotActivities:
     @activity.defn(name="request_batch_slot")
     async def request_batch_slot(self, params: RequestSlotParams) -> str:
         """Signal-with-start `acquire`; returns the slots workflow's id (the holder releases there)."""
-        from workflows.org_batch_limit import BatchSlotsInput, start_texts
-
         task_queue = activity.info().task_queue
-        slots_id = slots_workflow_id(task_queue, self.client._authorization)
+        slots_id = slots_workflow_id(task_queue, self.client.key_fingerprint)
         first = BatchSlotsInput(limit=self.limit, reclaim_seconds=self.reclaim_seconds)
-        summary, headline, _ = start_texts(first)
         request = SlotRequest(
             holder=params.holder,
             run_id=params.run_id,
@@ -86,9 +60,9 @@ class BatchSlotActivities:
             first,
             id=slots_id,
             task_queue=task_queue,
-            start_signal="acquire",
+            start_signal=ACQUIRE_SIGNAL,
             start_signal_args=[request],
-            static_summary=summary,
+            static_summary=slots_summary(self.limit),
         )
         return slots_id
 

@@ -5,7 +5,7 @@
 Not part of `make test` (it installs a browser and takes about a minute). It:
 1. installs Debian's chromium with apt-get if it is missing (root; `apt-get update` first);
 2. starts the bundled Temporal dev server with its UI, the Fullstory simulator and an in-process
-   worker (the same `worker.make_workers` as production), all on loopback;
+   worker (the same `wiring.make_workers` as production), all on loopback;
 3. starts a `BatchImportWorkflow` watching a 10-minute events import and a `SegmentExportWorkflow`
    adopting a 15-minute export operation (5 minutes in, so at 25%), with the static summary and
    details of `workflows.registry.start_texts` (what `fullstory-jobs start` sets), and lets them poll
@@ -55,7 +55,7 @@ from activities.fullstory_client import FullstoryClient  # noqa: E402
 from infra.data_converter import DATA_CONVERTER  # noqa: E402
 from infra.settings import Settings  # noqa: E402
 from simulator import Simulator  # noqa: E402
-from worker import make_workers  # noqa: E402
+from wiring import make_workers  # noqa: E402
 from workflows.batch_job import batch_workflow_id  # noqa: E402
 from workflows.registry import start_texts  # noqa: E402
 from workflows.segment_export import segment_export_workflow_id  # noqa: E402

@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -31,7 +32,7 @@ def redact(text: str) -> str:
     return _SIGNED_QUERY.sub(r"\1?<redacted>", text)
 
 
-def _redact_processor(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _redact_processor(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in list(event_dict.items()):
         if isinstance(value, str):
             event_dict[key] = redact(value)
@@ -40,7 +41,7 @@ def _redact_processor(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, 
     return event_dict
 
 
-def _temporal_context(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _temporal_context(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     # temporalio's activity/workflow loggers attach their context as `temporal_activity` / `temporal_workflow`.
     record = event_dict.get("_record")
     if record is not None:
@@ -56,7 +57,7 @@ def _temporal_context(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, 
 def configure_logging(level: str = "INFO", json_output: bool | None = None) -> None:
     if json_output is None:
         json_output = not sys.stderr.isatty()
-    shared = [
+    shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,

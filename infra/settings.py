@@ -8,6 +8,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vocabulary.contract import DEFAULT_TASK_QUEUE
+from vocabulary.policies import DEFAULT_BATCH_SLOT_RECLAIM_SECONDS, DEFAULT_MAX_BATCHES_IN_PROGRESS
 
 
 class SettingsError(Exception):
@@ -29,10 +30,10 @@ class Settings(BaseSettings):
     fullstory_export_downloads_per_minute: float = Field(default=2.0, gt=0)
     fullstory_http_timeout: float = Field(default=25.0, gt=0)
     fullstory_max_concurrent_activities: int = Field(default=200, gt=0)
-    # Batch jobs in progress at once for one API key, all workflows and workers together (the batch_slots
+    # Batch jobs in progress at once for one API key, all workflows and workers together (the org batch limit
     # workflow); a slot whose holder no longer runs is reclaimed after at most the reclaim interval.
-    fullstory_max_batches_in_progress: int = Field(default=90, gt=0)
-    fullstory_batch_slot_reclaim_seconds: float = Field(default=60.0, ge=1)
+    fullstory_max_batches_in_progress: int = Field(default=DEFAULT_MAX_BATCHES_IN_PROGRESS, gt=0)
+    fullstory_batch_slot_reclaim_seconds: float = Field(default=DEFAULT_BATCH_SLOT_RECLAIM_SECONDS, ge=1)
 
     # Where the worker serves /metrics (Prometheus) and /healthz + /readyz; off when the port is unset.
     fullstory_listen_host: str = "127.0.0.1"

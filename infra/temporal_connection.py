@@ -15,16 +15,22 @@ infra/worker_host.py).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from temporalio.client import Client
 from temporalio.envconfig import ClientConfigProfile
+from temporalio.runtime import Runtime
 
+from infra.data_converter import DATA_CONVERTER
+from infra.logging_setup import redact
 from infra.settings import SettingsError
 
 TEMPORAL_ENV_VARS = (
@@ -78,7 +84,7 @@ def load_temporal_target(env: Mapping[str, str] | None = None) -> TemporalTarget
     """The connection from env vars and profile; `address` None means "start the embedded dev server"."""
     try:
         profile = ClientConfigProfile.load(override_env_vars=env)
-        connect = dict(profile.to_client_connect_config())
+        connect: dict[str, Any] = dict(profile.to_client_connect_config())
     except FileNotFoundError as e:
         raise SettingsError(f"Temporal TLS setting: no such file {e.filename}") from None
     except OSError as e:
@@ -142,3 +148,41 @@ def ui_link(target: TemporalTarget, workflow_id: str, ui_base: str | None = None
     if base is None:
         return None
     return f"{base.rstrip('/')}/namespaces/{quote(target.namespace, safe='')}/workflows/{quote(workflow_id, safe='')}"
+
+
+HINT_CONFIGURED = "check TEMPORAL_ADDRESS (or the profile in TEMPORAL_CONFIG_FILE) and that the server is up"
+HINT_LOCAL = "start the worker with `make run` in this directory, or set TEMPORAL_ADDRESS to your Temporal server"
+
+
+def _connect_reason(error: BaseException) -> str:
+    """The useful words of a bridge connect error ("Connection refused"), not tonic's whole debug dump."""
+    text = redact(str(error))
+    if found := re.search(r'(?:message|error): "([^"]+)"', text):
+        return found.group(1)
+    return (text.strip().splitlines() or [type(error).__name__])[0][:200]
+
+
+async def connect(
+    target: TemporalTarget,
+    runtime: Runtime | None = None,
+    *,
+    hint: str | None = HINT_CONFIGURED,
+    timeout: float | None = None,
+) -> Client:
+    """A client for `target`; failing, a SettingsError of one line: where, why in a few words, and what to do."""
+    try:
+        return await asyncio.wait_for(
+            Client.connect(
+                target.address or "",
+                namespace=target.namespace,
+                runtime=runtime,
+                data_converter=DATA_CONVERTER,
+                **target.connect,
+            ),
+            timeout,
+        )
+    except TimeoutError:
+        reason = f"no answer in {timeout:g}s"
+    except Exception as e:  # connection errors from the bridge are plain RuntimeErrors
+        reason = _connect_reason(e)
+    raise SettingsError(f"cannot connect to Temporal at {target.describe()} ({reason})" + (f": {hint}" if hint else ""))

@@ -23,7 +23,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.fullstory_client import FullstoryClient
 from infra.settings import Settings
-from worker import make_workers
+from wiring import make_workers
 
 VENV_BIN = Path(sys.executable).parent
 API_KEY = "test-api-key-0123456789"

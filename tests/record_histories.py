@@ -123,7 +123,7 @@ async def main() -> None:
 
 async def record_bulk_import(env: WorkflowEnvironment, sim: Simulator, data: Path) -> None:
     """A bulk import of 7 users in 3 batches (children hold batch slots), and the slots workflow it used."""
-    from activities.org_batch_limit import slots_workflow_id
+    from vocabulary.slot_messages import key_fingerprint, slots_workflow_id
 
     source = data / "bulk-users.ndjson"
     source.write_text("".join(f'{{"uid": "u{i}"}}\n' for i in range(7)))
@@ -141,7 +141,7 @@ async def record_bulk_import(env: WorkflowEnvironment, sim: Simulator, data: Pat
         histories = {name: await handle.fetch_history()}
         child = env.client.get_workflow_handle(f"{name}-batch-00000")
         histories["batch_import_with_slot"] = await child.fetch_history()
-        slots = env.client.get_workflow_handle(slots_workflow_id(tq, f"Basic {API_KEY}"))
+        slots = env.client.get_workflow_handle(slots_workflow_id(tq, key_fingerprint(f"Basic {API_KEY}")))
         histories["batch_slots_idle_end"] = await slots.fetch_history()
     for file, history in histories.items():
         (OUT / f"{file}.json").write_text(history.to_json())

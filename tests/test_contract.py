@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import ast
+import inspect
 from pathlib import Path
 
-from temporalio import activity
+from temporalio import activity, workflow
 
 from activities.fullstory_client import ERROR_TABLE, MALFORMED, OTHER_4XX, OTHER_5XX, TRANSPORT, rule_for
 from vocabulary import errors
@@ -61,3 +62,14 @@ def test_every_registered_job_is_complete():
     for cls in activity_classes():
         defined = [m for m in vars(cls).values() if callable(m) and activity._Definition.from_callable(m)]
         assert defined, f"{cls.__name__} defines no activity"
+        # The worker registers an activities class's public coroutine methods (wiring.build_activities):
+        # exactly its @activity.defn methods.
+        public = [m for name, m in vars(cls).items() if not name.startswith("_") and inspect.iscoroutinefunction(m)]
+        assert public == defined, f"{cls.__name__}: a public coroutine method that is not an activity"
+
+
+def test_every_workflow_is_registered_under_its_class_name():
+    """Job.name is the class name (no private temporalio API in the registry): the decorator must agree."""
+    for job in JOBS:
+        defn = workflow._Definition.from_class(job.workflow)
+        assert defn is not None and defn.name == job.workflow.__name__ == job.name

@@ -148,16 +148,10 @@ def quantity(q: str | int) -> float:
 
 
 def worker_graceful_shutdown_seconds() -> float:
-    """The worker's graceful_shutdown_timeout: `=timedelta(seconds=N)` or `=NAME` with `NAME = timedelta(seconds=N)`."""
-    source = (REPO / "worker.py").read_text()
-    seconds = r"timedelta\(seconds=(\d+(?:\.\d+)?)\)"
-    m = re.search(rf"graceful_shutdown_timeout=(?:{seconds}|([A-Za-z_]\w*))", source)
-    assert m, "worker.py sets no graceful_shutdown_timeout: the grace periods below are checked against it"
-    if m.group(1):
-        return float(m.group(1))
-    d = re.search(rf"^{m.group(2)}\s*=\s*{seconds}", source, re.M)
-    assert d, f"worker.py: graceful_shutdown_timeout={m.group(2)}, but no `{m.group(2)} = timedelta(seconds=N)`"
-    return float(d.group(1))
+    """The workers' graceful_shutdown_timeout (wiring.GRACEFUL_SHUTDOWN, what make_workers passes)."""
+    from wiring import GRACEFUL_SHUTDOWN
+
+    return GRACEFUL_SHUTDOWN.total_seconds()
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:

@@ -23,12 +23,13 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 import activities.download as download_module
-from activities.deps import ActivityDeps
 from activities.download import DownloadActivities, DownloadParams, filename_from_disposition, sanitize_filename
 from activities.fullstory_client import FullstoryClient
 from activities.gzip_check import GzipChecker, GzipCorrupt, ProcessGzipChecker, ThreadedGzipChecker
 from activities.storage import safe_name
 from helpers import API_KEY
+from infra.settings import Settings
+from wiring import activity_deps
 
 STORAGE = "/_storage/{export_id}/{filename}"
 RESULTS = "/search/v1/exports/{export_id}/results"
@@ -38,7 +39,7 @@ LEGACY_GET = "/api/v1/export/get"
 @pytest.fixture
 async def downloads(sim, tmp_path):
     client = FullstoryClient(API_KEY, sim.base_url, sim.base_url, timeout=10)
-    yield DownloadActivities(ActivityDeps(client, str(tmp_path)))
+    yield DownloadActivities(activity_deps(client, Settings(fullstory_data_dir=str(tmp_path))))
     await client.aclose()
 
 
@@ -172,7 +173,7 @@ async def test_api_errors_are_final_with_the_table_hint(sim, tmp_path, key, role
     client = FullstoryClient(key, sim.base_url, sim.base_url)
     try:
         with pytest.raises(ApplicationError) as info:
-            await DownloadActivities(ActivityDeps(client, str(tmp_path))).download(
+            await DownloadActivities(activity_deps(client, Settings(fullstory_data_dir=str(tmp_path)))).download(
                 op_params(op), tmp_path / "e.part", tmp_path
             )
     finally:

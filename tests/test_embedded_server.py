@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from helpers import WorkerProcess
-from infra import worker_host
+from infra import embedded_temporal
 from infra.settings import Settings, SettingsError
 from infra.temporal_connection import load_temporal_target
 
@@ -176,8 +176,8 @@ async def test_a_server_left_behind_is_refused_by_a_worker_and_used_by_demo(dev_
     target, settings = load_temporal_target({}), Settings()
     async with contextlib.AsyncExitStack() as stack:
         with pytest.raises(SettingsError, match=f"left behind by a worker that is gone \\(pid {gone.pid}\\)"):
-            await worker_host.start_embedded_temporal(stack, settings, target, None)
-        client, used, shared = await worker_host.start_embedded_temporal(
+            await embedded_temporal.start_embedded_temporal(stack, settings, target, None)
+        client, used, shared = await embedded_temporal.start_embedded_temporal(
             stack, settings, target, None, reuse_running_server=True
         )
         assert shared and used.address == dev_env.client.service_client.config.target_host
@@ -189,7 +189,7 @@ async def test_a_server_being_started_by_another_process_is_not_started_twice(tm
     import fcntl
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(worker_host, "STARTING_WAIT", 1.0)
+    monkeypatch.setattr(embedded_temporal, "STARTING_WAIT", 1.0)
     (tmp_path / ".temporal").mkdir()
     other = subprocess.Popen(
         [
@@ -206,7 +206,7 @@ async def test_a_server_being_started_by_another_process_is_not_started_twice(tm
         assert other.stdout.readline().strip() == "locked"
         async with contextlib.AsyncExitStack() as stack:
             with pytest.raises(SettingsError, match="another process holds .temporal/temporal.db.lock"):
-                await worker_host.start_embedded_temporal(stack, Settings(), load_temporal_target({}), None)
+                await embedded_temporal.start_embedded_temporal(stack, Settings(), load_temporal_target({}), None)
     finally:
         other.kill()
         other.wait(10)

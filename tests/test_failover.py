@@ -28,7 +28,7 @@ from activities.legacy_export import file_sha256
 from activities.operations import Operation
 from helpers import API_KEY, WorkerProcess, free_port, stop_process, wait_until
 from infra.data_converter import DATA_CONVERTER
-from infra.worker_host import find_binary
+from infra.embedded_temporal import find_binary
 from workflows.batch_job import BatchImportResult, batch_workflow_id
 from workflows.data_export_sync import DataExportSyncResult
 from workflows.operation import operation_workflow_id

@@ -23,8 +23,8 @@ from temporalio.workflow import NondeterminismError
 
 from activities.batch_job import BatchActivities, BatchJob, BatchJobDetails, WaitForBatchJobParams
 from infra.data_converter import DATA_CONVERTER
-from worker import WORKFLOWS
 from workflows.batch_job import BatchImportWorkflow
+from workflows.registry import WORKFLOWS
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 

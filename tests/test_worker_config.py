@@ -50,23 +50,22 @@ def test_bad_command_is_a_usage_error():
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
 
 
-def test_worker_and_cli_do_not_import_each_other():
-    for module, other in (("worker", "cli"), ("cli", "worker")):
-        proc = subprocess.run(
-            [sys.executable, "-c", f"import sys, {module}; print({other!r} in sys.modules)"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert proc.returncode == 0 and proc.stdout.strip() == "False", (module, proc.stderr[-2000:])
-
-
-def test_worker_help_and_other_commands_go_to_the_cli():
+def test_worker_py_is_the_same_entry_as_the_cli():
+    """`python worker.py` is `fullstory-jobs`: one parser, `worker` its default command, no exec, no argv scanning."""
     own = run_worker({}, "--help")
-    assert own.returncode == 0 and own.stdout.startswith("usage: worker.py") and "fullstory-jobs --help" in own.stdout
-    handed = run_worker({}, "--log-level", "ERROR", "demo", "--help")  # `make demo` runs `worker.py demo`
-    assert handed.returncode == 0 and handed.stdout.startswith("usage: fullstory-jobs demo")
+    assert own.returncode == 0 and own.stdout.startswith("usage: fullstory-jobs")
+    assert all(c in own.stdout for c in ("worker", "demo", "start", "status", "result"))
+    demo = run_worker({}, "--log-level", "ERROR", "demo", "--help")  # `make demo`
+    assert demo.returncode == 0 and demo.stdout.startswith("usage: fullstory-jobs demo")
+    source = (REPO / "worker.py").read_text()
+    assert "execv" not in source and "sys.argv" not in source
+
+
+def test_the_worker_command_is_the_default():
+    from cli import make_parser
+
+    assert make_parser().parse_args([]).command is None  # main() runs the worker when no command is given
+    assert make_parser().parse_args(["worker"]).command == "worker"
 
 
 def test_redaction_of_key_and_signed_url_query(capsys):

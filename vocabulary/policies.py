@@ -48,6 +48,12 @@ LONG_RETRY = RetryPolicy(
 )
 HEARTBEATS_PER_TIMEOUT = 20
 
+# The org-wide batch limit (workflows/org_batch_limit.py): FULLSTORY_MAX_BATCHES_IN_PROGRESS's default
+# (Fullstory queues beyond ~100 batch jobs in progress per org and answers 429 at 200), and how often a
+# slot whose holder no longer runs is looked for (FULLSTORY_BATCH_SLOT_RECLAIM_SECONDS).
+DEFAULT_MAX_BATCHES_IN_PROGRESS = 90
+DEFAULT_BATCH_SLOT_RECLAIM_SECONDS = 60.0
+
 
 def poll_delay(check: int, cap: timedelta) -> timedelta:
     """The gap after status check number `check` (1-based) when the server sends no Retry-After."""

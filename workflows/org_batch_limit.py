@@ -26,37 +26,31 @@ import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import Field
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.org_batch_limit import (
+    from activities.org_batch_limit import BatchSlotActivities
+    from vocabulary import errors
+    from vocabulary.contract import ResultModel
+    from vocabulary.policies import CALL_TIMEOUT
+    from vocabulary.slot_messages import (
+        ACQUIRE_SIGNAL,
         GRANTED_SIGNAL,
-        BatchSlotActivities,
+        RELEASE_SIGNAL,
+        SLOTS_WORKFLOW,
+        BatchSlotsInput,
         CheckHoldersParams,
         RequestSlotParams,
         SlotRef,
         SlotRequest,
+        slots_summary,
     )
-    from vocabulary import errors
-    from vocabulary.contract import InputModel, ResultModel
-    from vocabulary.policies import CALL_TIMEOUT
     from vocabulary.texts import Row, code, span
     from workflows.steps import ProgressTracker, ProgressWorkflow, StepText, parse_input, remaining
 
 MAX_HISTORY = 4_000  # events before it continues as new
 REREQUEST_EVERY = timedelta(minutes=5)  # a waiting holder asks again (its grant may have been lost)
 BATCH_SLOTS_PATCH = "batch-slots"  # 2026-11: BatchImportWorkflow runs started before it hold no slot
-
-
-class BatchSlotsInput(InputModel):
-    """Input of `BatchSlotsWorkflow` (started by `request_batch_slot`, never by hand)."""
-
-    limit: int = Field(default=90, ge=1, description="Slots: FULLSTORY_MAX_BATCHES_IN_PROGRESS.")
-    reclaim_seconds: float = Field(default=60.0, ge=1, description="How often holders are checked while any wait.")
-    holders: dict[str, SlotRequest] = Field(default_factory=dict, description="Carried over by continue-as-new.")
-    waiting: list[SlotRequest] = Field(default_factory=list, description="Carried over by continue-as-new.")
-    granted_total: int = Field(default=0, ge=0, description="Carried over by continue-as-new.")
 
 
 class BatchSlotsResult(ResultModel):
@@ -70,7 +64,7 @@ def workflow_id_for(args: BatchSlotsInput, unique: str) -> str:
     return f"fullstory-batch-slots-{unique}"  # the real id is derived from the API key (activities/org_batch_limit.py)
 
 
-@workflow.defn(name="BatchSlotsWorkflow")
+@workflow.defn(name=SLOTS_WORKFLOW)
 class BatchSlotsWorkflow(ProgressWorkflow):
     timeout_error = errors.BATCH_JOB_TIMEOUT
 
@@ -84,7 +78,7 @@ class BatchSlotsWorkflow(ProgressWorkflow):
         self.granted_total = 0
         self.changed = False
 
-    @workflow.signal(name="acquire")
+    @workflow.signal(name=ACQUIRE_SIGNAL)
     def acquire(self, request: SlotRequest) -> None:
         if request.limit:
             self.limit = request.limit
@@ -101,7 +95,7 @@ class BatchSlotsWorkflow(ProgressWorkflow):
             self.waiting.append(request)
         self.changed = True
 
-    @workflow.signal(name="release")
+    @workflow.signal(name=RELEASE_SIGNAL)
     def release(self, ref: SlotRef) -> None:
         held = self.holders.get(ref.holder)
         if held is not None and held.run_id == ref.run_id:
@@ -241,7 +235,7 @@ class SlotsNarration:
 
 def start_texts(args: BatchSlotsInput) -> tuple[str, str, list[Row]]:
     return (
-        f"Batch slots: at most {args.limit} batch jobs in progress for this API key",
+        slots_summary(args.limit),
         "Org-wide batch slots (FULLSTORY_MAX_BATCHES_IN_PROGRESS)",
         [("Limit", str(args.limit)), ("Reclaim", f"every {span(timedelta(seconds=args.reclaim_seconds))}")],
     )
@@ -292,7 +286,7 @@ class SlotHolder:
         info = workflow.info()
         try:
             await workflow.get_external_workflow_handle(self.slots_id).signal(
-                "release", SlotRef(holder=info.workflow_id, run_id=info.run_id)
+                RELEASE_SIGNAL, SlotRef(holder=info.workflow_id, run_id=info.run_id)
             )
         except Exception:  # the slots workflow is gone: nothing to release
             workflow.logger.info("batch slot release: slots workflow %s not running", self.slots_id)
