@@ -9,6 +9,9 @@ of the last contiguous done window, never past a gap. Catching up runs up to `ma
 windows at once; following, the sync sleeps on a durable timer until the next window is due.
 Continue-as-new (with nothing in flight) every `windows_per_run` windows keeps history bounded.
 Operators `pause` and `resume` it (Updates) and read the `progress` query.
+
+Beside it: segment_windows.py (the window bookkeeping: names, cursor, gaps, manifest entries) and
+segment_sync_narration.py (the live status the UI and `progress` show).
 """
 
 from __future__ import annotations
