@@ -19,7 +19,6 @@ with workflow.unsafe.imports_passed_through():
         BatchActivities,
         BatchJobDetails,
         CollectBatchRecordsParams,
-        CollectedRecords,
         CreateBatchJobParams,
         WaitForBatchJobParams,
     )
@@ -165,29 +164,8 @@ class BatchImportWorkflow(ProgressWorkflow):
         say = BatchNarration(self._tracker, args, deadline)
         await self.check_locations(destination=args.destination, requests_url=args.requests_url)
 
-        job_id = args.job_id
         try:
-            if job_id is None and workflow.patched(BATCH_SLOTS_PATCH):
-                say.waiting_for_slot()
-                await self.slot.acquire(self, deadline)
-            if job_id is None:
-                say.creating()
-                job = await self.step(
-                    BatchActivities.create_batch_job,
-                    CreateBatchJobParams(
-                        kind=args.kind,
-                        requests=args.requests,
-                        requests_url=args.requests_url,
-                        shared=args.shared,
-                        idempotency_key=idempotency_key(workflow.info().workflow_id),
-                    ),
-                    deadline=deadline,
-                    start_to_close=CREATE_TIMEOUT,
-                    heartbeat=HEARTBEAT_TIMEOUT,
-                    text=say.create_step(),
-                )
-                job_id = job.id
-
+            job_id = args.job_id if args.job_id is not None else await self.create(args, deadline, say)
             say.waiting(job_id)
             status = await self.step(
                 BatchActivities.wait_for_batch_job,
@@ -204,16 +182,34 @@ class BatchImportWorkflow(ProgressWorkflow):
         say.finished(result)
 
         if result.status == "FAILED" or result.errors > 0:
-            errors_ = await self.collect(args, result, "errors", deadline, say)
-            result.error_codes, result.errors_location = errors_.codes, errors_.location
-            result.records_collected += errors_.records
+            await self.collect(args, result, "errors", deadline, say)
         if args.collect_imports:
-            imports = await self.collect(args, result, "imports", deadline, say)
-            result.imports_location = imports.location
-            result.records_collected += imports.records
+            await self.collect(args, result, "imports", deadline, say)
 
         say.done(result)
         return result
+
+    async def create(self, args: BatchImportInput, deadline: datetime, say: BatchNarration) -> str:
+        """Take one of the org's batch slots, then create the job; its id."""
+        if workflow.patched(BATCH_SLOTS_PATCH):
+            say.waiting_for_slot()
+            await self.slot.acquire(self, deadline)
+        say.creating()
+        job = await self.step(
+            BatchActivities.create_batch_job,
+            CreateBatchJobParams(
+                kind=args.kind,
+                requests=args.requests,
+                requests_url=args.requests_url,
+                shared=args.shared,
+                idempotency_key=idempotency_key(workflow.info().workflow_id),
+            ),
+            deadline=deadline,
+            start_to_close=CREATE_TIMEOUT,
+            heartbeat=HEARTBEAT_TIMEOUT,
+            text=say.create_step(),
+        )
+        return job.id
 
     async def collect(
         self,
@@ -222,9 +218,10 @@ class BatchImportWorkflow(ProgressWorkflow):
         which: Literal["errors", "imports"],
         deadline: datetime,
         say: BatchNarration,
-    ) -> CollectedRecords:
+    ) -> None:
+        """Collect the job's `/errors` or `/imports` to an NDJSON file; `result` counts them and says where."""
         say.collecting(result, which)
-        return await self.step(
+        records = await self.step(
             BatchActivities.collect_batch_records,
             CollectBatchRecordsParams(kind=args.kind, job_id=result.job_id, which=which, destination=args.destination),
             # Collecting gets its own time even when the wait used most of the deadline.
@@ -234,6 +231,11 @@ class BatchImportWorkflow(ProgressWorkflow):
             retry=LONG_RETRY,
             text=say.collect_step(result.job_id, which),
         )
+        if which == "errors":
+            result.error_codes, result.errors_location = records.codes, records.location
+        else:
+            result.imports_location = records.location
+        result.records_collected += records.records
 
 
 def result_of(job_id: str, args: BatchImportInput, status: BatchJobDetails) -> BatchImportResult:
@@ -330,6 +332,7 @@ class BatchNarration:
         )
 
     def collecting(self, result: BatchImportResult, which: str) -> None:
+        to = f"`{which}.ndjson` under {location(self.args.destination)}, visible under that name only when complete"
         self.track(
             f"collecting_{which}",
             f"Collecting the {which} of {self.kind} batch job {code(result.job_id)} to NDJSON",
@@ -342,13 +345,7 @@ class BatchNarration:
                         "*Last Heartbeat Details* on the *Pending Activities* tab"
                     ),
                 ),
-                (
-                    "To",
-                    (
-                        f"`{which}.ndjson` under {location(self.args.destination)}, "
-                        "visible under that name only when complete"
-                    ),
-                ),
+                ("To", to),
             ],
         )
 
@@ -361,14 +358,12 @@ class BatchNarration:
     def done(self, result: BatchImportResult) -> None:
         top = sorted(result.error_codes.items(), key=lambda kv: -kv[1])[:5]
         more = len(result.error_codes) - len(top)
+        codes = ", ".join(f"{code(c, 40)} × {n:,}" for c, n in top) + (f" and {more} more" if more > 0 else "")
         self.track(
             "done",
             f"Done: {self.kind} batch job {code(result.job_id)} {self.counts}",
             [
-                (
-                    "Error codes",
-                    ", ".join(f"{code(c, 40)} × {n:,}" for c, n in top) + (f" and {more} more" if more > 0 else ""),
-                ),
+                ("Error codes", codes),
                 ("Errors at", code(result.errors_location, 120) if result.errors_location else ""),
                 ("Imports at", code(result.imports_location, 120) if result.imports_location else ""),
                 ("Records collected", f"{result.records_collected:,}"),

@@ -107,42 +107,53 @@ class DataExportSyncWorkflow(ProgressWorkflow):
             if args.stop is not None and state.cursor >= args.stop:
                 say.done(f"Done: reached stop {iso(args.stop)}")
                 return state.result()
-            say.listing()
-            page = await self.unattended_step(
-                LegacyExportActivities.list_export_bundles,
-                state.cursor,
-                f"List export bundles after {iso(state.cursor)}",
-            )
-            page = state.unstored(page)
+            page = await self.list_unstored(state, say)
             if not page:
                 if args.stop is not None or not args.follow:
                     say.done("Done: caught up, no more bundles")
                     return state.result()
-                wake = workflow.now() + args.poll_interval
-                say.sleeping(wake)
-                await workflow.sleep(
-                    args.poll_interval, summary=f"Caught up at {iso(state.cursor)}; list again at {at(wake)}"
-                )
-                if workflow.info().is_continue_as_new_suggested():
-                    self.continue_as_new(state)
+                await self.sleep_until_next_listing(state, say)
                 continue
             for i, bundle in enumerate(page, 1):
                 say.storing(bundle, i, len(page))
-                stored = await self.unattended_step(
-                    BundleStoreActivities.store_export_bundle,
-                    StoreExportBundleParams(bundle=bundle, destination=args.destination),
-                    f"Store bundle {bundle.id} ({iso(bundle.start)}..{iso(bundle.stop)})",
-                    task_queue=BundleStoreActivities.task_queue(workflow.info().task_queue),
-                    start_to_close=BUNDLE_ATTEMPT_TIMEOUT,
-                    heartbeat=HEARTBEAT_TIMEOUT,
-                    retry=LONG_RETRY,
-                )
-                state.stored(bundle, stored)  # only now, with the bundle stored intact, does the cursor move
+                await self.store(bundle, state)  # only once the bundle is stored intact does the cursor move
                 if args.stop is not None and state.cursor >= args.stop:
                     break
                 if state.stored_this_run >= args.bundles_per_run or workflow.info().is_continue_as_new_suggested():
                     say.continuing()
                     self.continue_as_new(state)
+
+    async def list_unstored(self, state: SyncState, say: SyncNarration) -> list[ExportBundle]:
+        """The next page of bundles past the cursor (20 a page, oldest first)."""
+        say.listing()
+        page = await self.unattended_step(
+            LegacyExportActivities.list_export_bundles,
+            state.cursor,
+            f"List export bundles after {iso(state.cursor)}",
+        )
+        return state.unstored(page)
+
+    async def store(self, bundle: ExportBundle, state: SyncState) -> None:
+        """One bundle, downloaded on the rate-limited downloads task queue; then the cursor moves to its end."""
+        stored = await self.unattended_step(
+            BundleStoreActivities.store_export_bundle,
+            StoreExportBundleParams(bundle=bundle, destination=state.args.destination),
+            f"Store bundle {bundle.id} ({iso(bundle.start)}..{iso(bundle.stop)})",
+            task_queue=BundleStoreActivities.task_queue(workflow.info().task_queue),
+            start_to_close=BUNDLE_ATTEMPT_TIMEOUT,
+            heartbeat=HEARTBEAT_TIMEOUT,
+            retry=LONG_RETRY,
+        )
+        state.stored(bundle, stored)
+
+    async def sleep_until_next_listing(self, state: SyncState, say: SyncNarration) -> None:
+        """Caught up: a durable timer of `poll_interval`, then list again (in a new run, if history is big)."""
+        poll_interval = state.args.poll_interval
+        wake = workflow.now() + poll_interval
+        say.sleeping(wake)
+        await workflow.sleep(poll_interval, summary=f"Caught up at {iso(state.cursor)}; list again at {at(wake)}")
+        if workflow.info().is_continue_as_new_suggested():
+            self.continue_as_new(state)
 
     def continue_as_new(self, state: SyncState) -> None:
         workflow.continue_as_new(

@@ -10,8 +10,8 @@ The steps, as Fullstory's API has them:
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from temporalio import workflow
@@ -34,7 +34,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows.operation import wait_for_operation_to_end
     from workflows.steps import ProgressTracker, ProgressWorkflow, StepText, parse_input
 
-from typing import Literal
 
 ExportType = Literal["TYPE_EVENT", "TYPE_INDIVIDUAL"]
 ExportFormat = Literal["FORMAT_JSON", "FORMAT_CSV", "FORMAT_NDJSON"]
@@ -174,25 +173,47 @@ class SegmentExportWorkflow(ProgressWorkflow):
         say = SegmentExportNarration(self._tracker, args)
         await self.check_locations(destination=args.destination)
 
-        operation_id = args.operation_id
-        if operation_id is None:
-            say.creating()
-            operation_id = await self.step(
-                OperationActivities.create_segment_export,
-                CreateSegmentExportParams(
-                    body=export_request_body(args), idempotency_key=idempotency_key(workflow.info().workflow_id)
-                ),
-                deadline=deadline,
-                text=say.create_step(),
-            )
-
+        operation_id = args.operation_id if args.operation_id is not None else await self.create(args, deadline, say)
         op = await wait_for_operation_to_end(
             self, operation_id, deadline, args.timeout, args.max_poll_interval, what="export operation", then=say.then
         )
         source = download_source(operation_id, op)
+        download = await self.download(args, operation_id, source, deadline, say)
 
+        say.done(operation_id, download)
+        return SegmentExportResult(
+            operation_id=operation_id,
+            export_id=source.get("export_id"),
+            location=download.location,
+            bytes=download.bytes,
+            sha256=download.sha256,
+            content_type=download.content_type,
+            filename=download.filename,
+        )
+
+    async def create(self, args: SegmentExportInput, deadline: datetime, say: SegmentExportNarration) -> str:
+        """`POST /segments/v1/exports`, its Idempotency-Key from the workflow id; the operation's id."""
+        say.creating()
+        return await self.step(
+            OperationActivities.create_segment_export,
+            CreateSegmentExportParams(
+                body=export_request_body(args), idempotency_key=idempotency_key(workflow.info().workflow_id)
+            ),
+            deadline=deadline,
+            text=say.create_step(),
+        )
+
+    async def download(
+        self,
+        args: SegmentExportInput,
+        operation_id: str,
+        source: dict[str, Any],
+        deadline: datetime,
+        say: SegmentExportNarration,
+    ) -> DownloadResult:
+        """The file, to the destination: streamed, resumable, checked; it gets its own time past the deadline."""
         say.downloading(operation_id, source)
-        download = await self.step(
+        return await self.step(
             DownloadActivities.download_to_destination,
             DownloadParams.model_validate(
                 {
@@ -208,16 +229,6 @@ class SegmentExportWorkflow(ProgressWorkflow):
             heartbeat=HEARTBEAT_TIMEOUT,
             retry=LONG_RETRY,
             text=say.download_step(operation_id),
-        )
-        say.done(operation_id, download)
-        return SegmentExportResult(
-            operation_id=operation_id,
-            export_id=source.get("export_id"),
-            location=download.location,
-            bytes=download.bytes,
-            sha256=download.sha256,
-            content_type=download.content_type,
-            filename=download.filename,
         )
 
 

@@ -9,45 +9,46 @@ of the last contiguous done window, never past a gap. Catching up runs up to `ma
 windows at once; following, the sync sleeps on a durable timer until the next window is due.
 Continue-as-new (with nothing in flight) every `windows_per_run` windows keeps history bounded.
 Operators `pause` and `resume` it (Updates) and read the `progress` query.
+
+Beside it: segment_windows.py (the window bookkeeping: names, cursor, gaps, manifest entries) and
+segment_sync_narration.py (the live status the UI and `progress` show).
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError, ChildWorkflowError
+from temporalio.exceptions import ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.segment_sync import (
-        ManifestEntry,
-        RecordWindowsParams,
-        SegmentSyncActivities,
-        SyncPlaceParams,
-    )
+    from activities.segment_sync import RecordWindowsParams, SegmentSyncActivities, SyncPlaceParams
     from vocabulary import errors
     from vocabulary.contract import LOCATION_HELP, InputModel, PositiveDuration, Progress, ResultModel, TimeRange
-    from vocabulary.texts import LIVE_STATUS_ROW, Row, at, code, escape, iso, location, plain, shorten, size, span
+    from vocabulary.texts import LIVE_STATUS_ROW, Row, at, code, iso, location, plain, shorten, size, span
     from workflows.segment_export import (
         _TIMEZONE,
         ExportFormat,
         ExportType,
         SegmentExportInput,
+        SegmentExportResult,
         SegmentExportWorkflow,
     )
-    from workflows.steps import ProgressTracker, ProgressWorkflow, parse_input
+    from workflows.segment_sync_narration import SegmentSyncNarration
+    from workflows.segment_windows import (
+        WINDOW_RETRY_GAP,
+        SyncState,
+        manifest_entry,
+        window_filename,
+        window_workflow_id,
+    )
+    from workflows.steps import ProgressWorkflow, parse_input
 
 
-WINDOW_RETRY_GAP = timedelta(minutes=5)  # before a failed window's next export (times the attempt)
-RECENT_ENTRIES = 8  # each manifest write carries these again: a lost update heals at the next write
-# A child failing with one of these is tried again (up to window_attempts); anything else needs a person.
-RETRIED_FAILURES = frozenset({"OperationFailed", "OperationTimeout", "ExportHasNoResults"})
-EXTENSIONS = {"FORMAT_NDJSON": "ndjson.gz", "FORMAT_JSON": "json.gz", "FORMAT_CSV": "csv.gz"}
 DEFAULT_DELAY = timedelta(hours=24)  # README: "Continuous segment exports" says why
 
 
@@ -145,15 +146,6 @@ class SegmentSyncProgress(Progress):
 HIDDEN_FIELDS = frozenset({"windows_so_far", "bytes_so_far", "paused"})
 
 
-def stamp(t: datetime) -> str:
-    """A window bound in names: `20261101T000000Z` (sorts by time; no colons)."""
-    return t.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-
-
-def window_filename(start: datetime, end: datetime, format: str) -> str:
-    return f"{stamp(start)}_{stamp(end)}.{EXTENSIONS[format]}"
-
-
 def segment_sync_workflow_id(args: SegmentExportSyncInput) -> str:
     """One sync per (segment, type, format, destination): two never write one manifest."""
     key = uuid.uuid5(uuid.NAMESPACE_URL, f"{args.destination or ''}|{args.segment_id}|{args.type}|{args.format}")
@@ -164,57 +156,34 @@ def workflow_id_for(args: SegmentExportSyncInput, unique: str) -> str:
     return segment_sync_workflow_id(args)
 
 
-def window_workflow_id(sync_id: str, start: datetime, attempt: int = 1) -> str:
-    return f"{sync_id}-{stamp(start)}" + ("" if attempt == 1 else f"-attempt{attempt}")
+def sync_result(s: SyncState) -> SegmentExportSyncResult:
+    return SegmentExportSyncResult(
+        cursor=s.cursor,
+        windows=s.windows,
+        bytes=s.bytes,
+        manifest_location=s.manifest_location,
+        files_location=s.files_location,
+    )
+
+
+def window_export_input(args: SegmentExportSyncInput, files_location: str, start: datetime) -> dict[str, Any]:
+    """The input of a window's child `SegmentExportWorkflow`: its file lands as `<start>_<end>.<ext>`."""
+    end = start + args.window
+    return SegmentExportInput(
+        segment_id=args.segment_id,
+        type=args.type,
+        format=args.format,
+        time_range=TimeRange(start=start, end=end),
+        timezone=args.timezone,
+        fields=args.fields,
+        destination=files_location,
+        timeout=args.window_timeout,
+        subdir="",
+        filename=window_filename(start, end, args.format),
+    ).model_dump(mode="json", exclude_none=True)
 
 
 # --- The workflow --------------------------------------------------------------------------------
-
-
-class SyncState:
-    """Cursor, windows done/in flight/failed and totals; the cursor never passes a window not done."""
-
-    def __init__(self, args: SegmentExportSyncInput) -> None:
-        self.args = args
-        self.window = args.window
-        self.cursor = args.start
-        self.next_start = args.start  # the first window not started yet
-        self.done: set[datetime] = set()  # done windows at or after the cursor (out of order)
-        self.listed: set[datetime] = set()
-        self.in_flight: dict[datetime, asyncio.Task[None]] = {}
-        self.failed_attempts: list[str] = []
-        self.failed: tuple[datetime, str] | None = None  # the window the sync stops at, and why
-        self.windows, self.bytes = args.windows_so_far, args.bytes_so_far
-        self.skipped = 0
-        self.started_this_run = 0
-        self.recent: list[ManifestEntry] = []
-        self.files_location = self.manifest_location = ""
-
-    def due_at(self, start: datetime) -> datetime:
-        return start + self.window + self.args.delay
-
-    def finished_window(self, start: datetime, nbytes: int | None) -> None:
-        if nbytes is None:
-            self.skipped += 1
-        else:
-            self.windows += 1
-            self.bytes += nbytes
-        self.done.add(start)
-        while self.cursor in self.done:
-            self.done.discard(self.cursor)
-            self.cursor += self.window
-
-    def at_stop(self) -> bool:
-        return self.args.stop is not None and self.next_start >= self.args.stop
-
-    def result(self) -> SegmentExportSyncResult:
-        return SegmentExportSyncResult(
-            cursor=self.cursor,
-            windows=self.windows,
-            bytes=self.bytes,
-            manifest_location=self.manifest_location,
-            files_location=self.files_location,
-        )
 
 
 @workflow.defn(name="SegmentExportSyncWorkflow")
@@ -228,15 +197,31 @@ class SegmentExportSyncWorkflow(ProgressWorkflow):
         self.paused = bool(input.get("paused")) if isinstance(input, dict) else False
         self.changed = False
         self.manifest_lock = asyncio.Lock()
+        self._args: SegmentExportSyncInput | None = None
         self.state: SyncState | None = None
         self.say: SegmentSyncNarration | None = None
 
     @workflow.run
     async def run(self, input: dict[str, Any]) -> SegmentExportSyncResult:
-        args = parse_input(SegmentExportSyncInput, input)
+        args = self._args = parse_input(SegmentExportSyncInput, input)
         s = self.state = SyncState(args)
-        say = self.say = SegmentSyncNarration(self._tracker, args, s, lambda: self.paused)
+        self.say = SegmentSyncNarration(
+            self._tracker, s, lambda: self.paused, mode=mode_text(args), destination=args.destination
+        )
         await self.check_locations(destination=args.destination)
+        await self.find_place(s)
+        while True:
+            draining = s.started_this_run >= args.windows_per_run or workflow.info().is_continue_as_new_suggested()
+            if self.may_start(s, draining):
+                self.start_due_windows(s)
+            if not s.in_flight and (result := self.end_or_continue(s, draining)) is not None:
+                return result
+            wake = s.due_at(s.next_start) if self.may_start(s, draining) and self.room_for_more(s) else None
+            await self.wait_for_a_change(s, wake)
+
+    async def find_place(self, s: SyncState) -> None:
+        """Where the files go, and which windows of this run the manifest already lists."""
+        args = self.args
         place = await self.unattended_step(
             SegmentSyncActivities.segment_sync_place,
             SyncPlaceParams(
@@ -251,97 +236,79 @@ class SegmentExportSyncWorkflow(ProgressWorkflow):
         s.files_location, s.manifest_location = place.files_location, place.manifest_location
         s.listed = set(place.listed)
 
-        while True:
-            draining = s.started_this_run >= args.windows_per_run or workflow.info().is_continue_as_new_suggested()
-            if not self.paused and s.failed is None and not draining:
-                self.start_due_windows()
-            if not s.in_flight:
-                if s.failed is not None:
-                    start, why = s.failed
-                    say.failed(start, why)
-                    raise errors.SEGMENT_SYNC_WINDOW_FAILED(
-                        f"window {iso(start)}..{iso(start + args.window)} failed {args.window_attempts} time(s), "
-                        f"last: {why}; the sync stops there (cursor {iso(s.cursor)}: every window before it is "
-                        "exported and listed in the manifest)",
-                        {"window_start": iso(start), "cursor": iso(s.cursor)},
-                    )
-                if s.at_stop():
-                    say.done(f"Done: reached stop {iso(s.cursor)}")
-                    return s.result()
-                if draining:
-                    say.continuing()
-                    workflow.continue_as_new(
-                        args.model_copy(
-                            update={
-                                "start": s.cursor,
-                                "windows_so_far": s.windows,
-                                "bytes_so_far": s.bytes,
-                                "paused": self.paused,
-                            }
-                        ).model_dump(mode="json", exclude_none=True)
-                    )
-                if not args.follow and args.stop is None and s.due_at(s.next_start) > workflow.now():
-                    say.done(f"Done: caught up at {iso(s.cursor)}")
-                    return s.result()
-            wake = None
-            if (
-                not self.paused
-                and s.failed is None
-                and not draining
-                and not s.at_stop()
-                and len(s.in_flight) < args.max_in_flight
-            ):
-                wake = s.due_at(s.next_start)
-            say.status(wake)
-            self.changed = False
-            try:
-                await workflow.wait_condition(
-                    lambda: self.changed,
-                    timeout=(wake - workflow.now()) if wake is not None else None,
-                    timeout_summary=f"Next window {iso(s.next_start)} due at {at(wake)}" if wake else None,
-                )
-            except TimeoutError:
-                pass
+    def may_start(self, s: SyncState, draining: bool) -> bool:
+        return not self.paused and s.failed is None and not draining
 
-    def start_due_windows(self) -> None:
-        s, args = self.state, self.args
-        assert s is not None
+    def room_for_more(self, s: SyncState) -> bool:
+        return not s.at_stop() and len(s.in_flight) < self.args.max_in_flight
+
+    def start_due_windows(self, s: SyncState) -> None:
+        args = self.args
         while (
             len(s.in_flight) < args.max_in_flight
             and not s.at_stop()
             and s.due_at(s.next_start) <= workflow.now()
             and s.started_this_run < args.windows_per_run
         ):
-            start, s.next_start = s.next_start, s.next_start + args.window
+            start = s.take_next()
             if start in s.listed:
                 s.finished_window(start, None)
                 continue
             s.started_this_run += 1
             s.in_flight[start] = asyncio.create_task(self.run_window(start))
 
+    def end_or_continue(self, s: SyncState, draining: bool) -> SegmentExportSyncResult | None:
+        """Nothing in flight: stop at a failed window, finish (at stop, or caught up), or continue as new."""
+        args, say = self.args, self.narration
+        if s.failed is not None:
+            start, why = s.failed
+            say.failed(start, why)
+            raise errors.SEGMENT_SYNC_WINDOW_FAILED(
+                f"window {iso(start)}..{iso(start + args.window)} failed {args.window_attempts} time(s), "
+                f"last: {why}; the sync stops there (cursor {iso(s.cursor)}: every window before it is "
+                "exported and listed in the manifest)",
+                {"window_start": iso(start), "cursor": iso(s.cursor)},
+            )
+        if s.at_stop():
+            say.done(f"Done: reached stop {iso(s.cursor)}")
+            return sync_result(s)
+        if draining:
+            say.continuing()
+            carried = {"start": s.cursor, "windows_so_far": s.windows, "bytes_so_far": s.bytes, "paused": self.paused}
+            workflow.continue_as_new(args.model_copy(update=carried).model_dump(mode="json", exclude_none=True))
+        if not args.follow and args.stop is None and s.due_at(s.next_start) > workflow.now():
+            say.done(f"Done: caught up at {iso(s.cursor)}")
+            return sync_result(s)
+        return None
+
+    async def wait_for_a_change(self, s: SyncState, wake: datetime | None) -> None:
+        """Until a window ends, an operator pauses or resumes, or (`wake`) the next window is due."""
+        self.narration.status(wake)
+        self.changed = False
+        try:
+            await workflow.wait_condition(
+                lambda: self.changed,
+                timeout=(wake - workflow.now()) if wake is not None else None,
+                timeout_summary=f"Next window {iso(s.next_start)} due at {at(wake)}" if wake else None,
+            )
+        except TimeoutError:
+            pass
+
     @property
     def args(self) -> SegmentExportSyncInput:
-        assert self.state is not None
-        return self.state.args
+        assert self._args is not None
+        return self._args
+
+    @property
+    def narration(self) -> SegmentSyncNarration:
+        assert self.say is not None
+        return self.say
 
     async def run_window(self, start: datetime) -> None:
         """One window: its child export (retried when Fullstory reports it FAILED), then its manifest line."""
         s, args = self.state, self.args
         assert s is not None
-        end = start + args.window
-        name = window_filename(start, end, args.format)
-        child_input = SegmentExportInput(
-            segment_id=args.segment_id,
-            type=args.type,
-            format=args.format,
-            time_range=TimeRange(start=start, end=end),
-            timezone=args.timezone,
-            fields=args.fields,
-            destination=s.files_location,
-            timeout=args.window_timeout,
-            subdir="",
-            filename=name,
-        ).model_dump(mode="json", exclude_none=True)
+        child_input = window_export_input(args, s.files_location, start)
         try:
             for attempt in range(1, args.window_attempts + 1):
                 if attempt > 1:
@@ -351,48 +318,43 @@ class SegmentExportSyncWorkflow(ProgressWorkflow):
                     )
                     await workflow.wait_condition(lambda: not self.paused)
                 try:
-                    result = await workflow.execute_child_workflow(
-                        SegmentExportWorkflow.run,
-                        child_input,
-                        id=window_workflow_id(workflow.info().workflow_id, start, attempt),
-                        static_summary=f"Window {iso(start)} → {iso(end)} of segment {args.segment_id}"[:200],
-                    )
+                    export = await self.export_window(start, attempt, child_input)
                 except ChildWorkflowError as err:
-                    cause = err.cause
-                    why = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
-                    s.failed_attempts.append(f"{iso(start)}: {why}"[:300])
-                    retried = not isinstance(cause, ApplicationError) or cause.type in RETRIED_FAILURES
-                    if retried and attempt < args.window_attempts:
+                    if s.attempt_failed(start, err, attempts_left=attempt < args.window_attempts):
                         continue
-                    s.failed = (start, why) if s.failed is None or start < s.failed[0] else s.failed
                     return
-                entry = ManifestEntry(
-                    window_start=start,
-                    window_end=end,
-                    file=result.filename,
-                    location=result.location,
-                    bytes=result.bytes,
-                    sha256=result.sha256,
-                    operation_id=result.operation_id,
-                    finished_at=workflow.now(),
-                )
-                async with self.manifest_lock:
-                    s.recent = [*s.recent, entry][-RECENT_ENTRIES:]
-                    await self.unattended_step(
-                        SegmentSyncActivities.segment_sync_record_windows,
-                        RecordWindowsParams(
-                            destination=args.destination,
-                            segment_id=args.segment_id,
-                            type=args.type,
-                            entries=s.recent,
-                        ),
-                        f"List window {iso(start)} in the manifest",
-                    )  # CALL_TIMEOUT per attempt: a write held by a worker that died is retried within ~30 s
-                s.finished_window(start, result.bytes)
+                await self.list_window(s, start, export)
+                s.finished_window(start, export.bytes)
                 return
         finally:
             s.in_flight.pop(start, None)
             self.changed = True
+
+    async def export_window(self, start: datetime, attempt: int, child_input: dict[str, Any]) -> SegmentExportResult:
+        """One attempt at a window's export: a child `SegmentExportWorkflow` with a deterministic id."""
+        args = self.args
+        return await workflow.execute_child_workflow(
+            SegmentExportWorkflow.run,
+            child_input,
+            id=window_workflow_id(workflow.info().workflow_id, start, attempt),
+            static_summary=f"Window {iso(start)} → {iso(start + args.window)} of segment {args.segment_id}"[:200],
+        )
+
+    async def list_window(self, s: SyncState, start: datetime, export: SegmentExportResult) -> None:
+        """The window's line in the manifest (with the few before it), once its file is stored."""
+        args = self.args
+        entry = manifest_entry(start, start + args.window, export, finished_at=workflow.now())
+        async with self.manifest_lock:
+            await self.unattended_step(
+                SegmentSyncActivities.segment_sync_record_windows,
+                RecordWindowsParams(
+                    destination=args.destination,
+                    segment_id=args.segment_id,
+                    type=args.type,
+                    entries=s.with_recent(entry),
+                ),
+                f"List window {iso(start)} in the manifest",
+            )  # CALL_TIMEOUT per attempt: a write held by a worker that died is retried within ~30 s
 
     @workflow.update(name="pause")
     def pause(self) -> SegmentSyncProgress:
@@ -411,76 +373,7 @@ class SegmentExportSyncWorkflow(ProgressWorkflow):
         return self._tracker.progress  # type: ignore[return-value]
 
 
-# --- What the UI says ----------------------------------------------------------------------------
-
-
-class SegmentSyncNarration:
-    def __init__(
-        self, tracker: ProgressTracker, args: SegmentExportSyncInput, state: SyncState, paused: Callable[[], bool]
-    ) -> None:
-        self.track, self.args, self.state, self.paused = tracker.set, args, state, paused
-
-    def _emit(self, phase: str, headline: str, *rows: Row, next_due: datetime | None = None) -> None:
-        s, args = self.state, self.args
-        in_flight = sorted(s.in_flight)
-        self.track(
-            phase,
-            headline,
-            [
-                *rows,
-                ("Cursor", f"{iso(s.cursor)}: every window before it is exported and listed in the manifest"),
-                (
-                    "Windows",
-                    f"{s.windows:,} exported ({size(s.bytes)})"
-                    + (f", {s.skipped:,} already listed" if s.skipped else "")
-                    + (f"; in flight: {', '.join(iso(t) for t in in_flight)}" if in_flight else ""),
-                ),
-                ("Failed attempts", escape(shorten("; ".join(s.failed_attempts[-3:]), 300))),
-                ("Next window due", f"{iso(s.next_start)} at {at(next_due)}" if next_due else ""),
-                ("Mode", mode_text(args)),
-                ("Files to", code(s.files_location, 120) if s.files_location else location(args.destination)),
-            ],
-            cursor=int(s.cursor.timestamp()),
-            cursor_iso=iso(s.cursor),
-            records=s.windows,
-            bytes=s.bytes,
-            waiting_until=next_due,
-            windows_done=s.windows,
-            windows_skipped=s.skipped,
-            windows_in_flight=[iso(t) for t in in_flight],
-            windows_failed=list(s.failed_attempts[-20:]),
-            next_window_due_at=next_due,
-            paused=self.paused(),
-            manifest_location=s.manifest_location or None,
-        )
-
-    def status(self, wake: datetime | None) -> None:
-        s = self.state
-        if self.paused():
-            n = len(s.in_flight)
-            self.track_paused(n)
-        elif s.in_flight:
-            self._emit("exporting", f"Exporting {len(s.in_flight)} window(s)", next_due=wake)
-        elif wake is not None:
-            self._emit("sleeping", f"Caught up; next window due at {at(wake)}", next_due=wake)
-        else:
-            self._emit("running", "Running")
-
-    def track_paused(self, in_flight: int) -> None:
-        self._emit(
-            "paused",
-            "Paused: " + (f"finishing {in_flight} window(s) in flight, " if in_flight else "") + "starting no new one",
-            ("Resume", "`fullstory-jobs resume <workflow id>` (the `resume` Update)"),
-        )
-
-    def done(self, headline: str) -> None:
-        self._emit("done", headline)
-
-    def continuing(self) -> None:
-        self._emit("continuing", "Continuing as new to keep history small")
-
-    def failed(self, start: datetime, why: str) -> None:
-        self._emit("failed", f"Failed at window {iso(start)}: {escape(shorten(why, 200))}")
+# --- What the UI says (the live status: segment_sync_narration.py) ------------------------------
 
 
 def mode_text(args: SegmentExportSyncInput) -> str:
