@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         idempotency_key,
     )
     from vocabulary.policies import HEARTBEAT_TIMEOUT, LONG_RETRY, poll_retry
+    from vocabulary.slot_messages import GRANTED_SIGNAL
     from vocabulary.texts import (
         LIVE_STATUS_ROW,
         Row,
@@ -153,7 +154,7 @@ class BatchImportWorkflow(ProgressWorkflow):
         super().__init__()
         self.slot = SlotHolder()  # one of the org's batch slots (workflows/org_batch_limit.py)
 
-    @workflow.signal(name="batch_slot_granted")
+    @workflow.signal(name=GRANTED_SIGNAL)
     def batch_slot_granted(self) -> None:
         self.slot.granted()
 
