@@ -27,7 +27,7 @@ from activities.deps import ActivityDeps
 from activities.download import DownloadActivities, DownloadParams, filename_from_disposition, sanitize_filename
 from activities.fullstory_client import FullstoryClient
 from activities.gzip_check import GzipChecker, GzipCorrupt, ProcessGzipChecker, ThreadedGzipChecker
-from activities.storage import safe_name
+from activities.locations import safe_name
 from helpers import API_KEY
 
 STORAGE = "/_storage/{export_id}/{filename}"
