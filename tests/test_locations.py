@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gzip
 import json
 import uuid
 
@@ -13,7 +12,6 @@ import pytest_asyncio
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from activities.bulk_import import open_source
 from activities.locations import Locations
 from helpers import TemporalClock, running_worker
 
@@ -92,7 +90,6 @@ def s3_bucket(s3_server, monkeypatch):
 
 def test_source_opens_a_local_path_and_a_file_url(tmp_path):
     (tmp_path / "items.ndjson").write_bytes(b'{"a":1}\n{"a":2}\n')
-    (tmp_path / "items.ndjson.gz").write_bytes(gzip.compress(b'{"a":3}\n'))
     locations = Locations(str(tmp_path))
     for where in (str(tmp_path / "items.ndjson"), f"file://{tmp_path}/x/../items.ndjson"):
         source = locations.source(where, "source")
@@ -101,8 +98,6 @@ def test_source_opens_a_local_path_and_a_file_url(tmp_path):
             assert list(fh) == [b'{"a":1}\n', b'{"a":2}\n']
             fh.seek(0)
             assert fh.read(2) == b'{"'
-    with open_source(locations.source(str(tmp_path / "items.ndjson.gz"), "source")) as fh:
-        assert fh.read() == b'{"a":3}\n'
     with pytest.raises(FileNotFoundError):
         locations.source(str(tmp_path / "missing.json"), "source").open()
 
@@ -110,14 +105,11 @@ def test_source_opens_a_local_path_and_a_file_url(tmp_path):
 def test_source_opens_an_object_store_url(s3_bucket):
     fs, bucket = s3_bucket
     fs.pipe(f"{bucket}/in/items.ndjson", b'{"a":1}\n{"a":2}\n')
-    fs.pipe(f"{bucket}/in/items.json.gz", gzip.compress(b'[{"a":3}]'))
     locations = Locations("/nonexistent-data-dir", f"s3://{bucket}/in")
     source = locations.source(f"s3://{bucket}/in/items.ndjson", "source")
     assert source.describe() == f"s3://{bucket}/in/items.ndjson"
     with source.open() as fh:
         assert list(fh) == [b'{"a":1}\n', b'{"a":2}\n']
-    with open_source(locations.source(f"s3://{bucket}/in/items.json.gz", "source")) as fh:
-        assert fh.read() == b'[{"a":3}]'
     with pytest.raises(FileNotFoundError):
         locations.source(f"s3://{bucket}/in/missing.json", "source").open()
 
