@@ -47,6 +47,7 @@ from temporalio.client import (
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
+from activities.locations import Locations
 from infra.logging_setup import add_log_level_flag, configure_logging
 from infra.settings import Settings, SettingsError, load_settings
 from infra.temporal_connection import (
@@ -192,20 +193,10 @@ def stage_big_requests(job: Job, model: BaseModel, settings: Settings) -> BaseMo
     name = f"requests-{hashlib.sha256(body).hexdigest()[:16]}.json"
     mb = f"{len(body) / 1e6:.1f} MB"
     dest = model.destination or ""
+    remote = dest if "://" in dest and not dest.startswith("file://") else None
     try:
-        if "://" in dest and not dest.startswith("file://"):
-            import fsspec
-
-            url = f"{dest.rstrip('/')}/uploads/{name}"
-            with fsspec.open(url, "wb") as fh:
-                fh.write(body)
-        else:
-            folder = Path(settings.fullstory_data_dir) / "uploads"
-            folder.mkdir(parents=True, exist_ok=True)
-            path = folder / name
-            path.with_suffix(".part").write_bytes(body)
-            path.with_suffix(".part").replace(path)
-            url = str(path.resolve())
+        locations = Locations(settings.fullstory_data_dir, settings.fullstory_allowed_locations)
+        url = locations.destination(remote).write_atomic(f"uploads/{name}", body)
     except Exception as e:  # not writable here, no credentials, ...
         raise UsageError(
             f"--requests is {mb}, over Temporal's ~2 MB payload limit, and it could not be staged ({e}): "

@@ -31,8 +31,7 @@ from activities.deps import ActivityDeps
 from activities.fullstory_client import malformed_error, next_check_text
 from activities.heartbeat import Heartbeater, resume_details
 from activities.journal import Journal
-from activities.locations import Locations
-from activities.storage import PartFile, publish, safe_name
+from activities.locations import Locations, PartFile, safe_name
 from vocabulary import errors
 from vocabulary.contract import MAX_BATCH_REQUESTS, BatchJobStatus, BatchKind
 from vocabulary.policies import poll_delay
@@ -233,7 +232,7 @@ class BatchActivities:
             with final.open("rb") as fh:
                 records, codes = _count_lines(fh)
             size = final.stat().st_size
-            return CollectedRecords(location=await publish(dest, final), records=records, bytes=size, codes=dict(codes))
+            return CollectedRecords(location=await dest.publish(final), records=records, bytes=size, codes=dict(codes))
 
         await asyncio.to_thread(journal.lock)  # an earlier attempt may live on: it stops at its next heartbeat
         try:
@@ -329,7 +328,7 @@ class BatchActivities:
                 cursor.records,
             )
         return CollectedRecords(
-            location=await publish(dest, final),
+            location=await dest.publish(final),
             records=cursor.records,
             bytes=cursor.bytes,
             codes=dict(codes),

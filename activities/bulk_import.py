@@ -1,6 +1,6 @@
 """Bulk import activities: read a big source of items once, stage it in chunks, merge the chunks' records.
 
-- `stage_bulk_source`: stream the source (local path, file:// or any fsspec URL; NDJSON or a JSON array;
+- `stage_bulk_source`: stream the source (local path, file:// or an object-store URL; NDJSON or a JSON array;
   gzip by suffix or magic bytes) once, never whole in memory, validating every item, into chunk files
   `chunk-NNNNN.json` (`{"requests": [...], "shared": ..., "lines": [...]}`) under the destination, where
   every worker can read them (an object-store destination: uploaded beside the results). Deterministic:
@@ -29,8 +29,7 @@ from temporalio import activity
 from temporalio.client import WorkflowFailureError
 
 from activities.heartbeat import Heartbeater
-from activities.locations import Destination, Locations, Source
-from activities.storage import PartFile, publish, safe_name
+from activities.locations import Destination, Locations, PartFile, Source, safe_name
 from vocabulary import errors
 from vocabulary.contract import BatchKind
 
@@ -46,18 +45,10 @@ GZIP_MAGIC = b"\x1f\x8b"
 
 def open_source(source: Source) -> IO[bytes]:
     """The source's bytes, gunzipped when its name ends in .gz or it starts with gzip's magic bytes."""
-    raw: IO[bytes]
-    if source.path is not None:
-        raw = open(source.path, "rb")
-        name = source.path.name
-    else:
-        import fsspec
-
-        raw = fsspec.open(source.url, "rb").open()
-        name = str(source.url)
+    raw = source.open()
     head = raw.read(2)
     raw.seek(0)
-    if head == GZIP_MAGIC or name.endswith(".gz"):
+    if head == GZIP_MAGIC or source.location.endswith(".gz"):
         from isal import igzip
 
         return igzip.IGzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
@@ -253,25 +244,12 @@ def _write_chunk(path: Path, texts: list[str], lines: list[int], shared: dict[st
 
 
 def _read_location(locations: Locations, location: str, field: str) -> bytes:
-    source = locations.source(location, field)
-    if source.path is not None:
-        return source.path.read_bytes()
-    import fsspec
-
-    with fsspec.open(source.url, "rb") as fh:
-        data: bytes = fh.read()
-        return data
+    with locations.source(location, field).open() as fh:
+        return fh.read()
 
 
 def _lines_of(locations: Locations, location: str, field: str) -> Iterator[bytes]:
-    source = locations.source(location, field)
-    if source.path is not None:
-        with open(source.path, "rb") as fh:
-            yield from fh
-        return
-    import fsspec
-
-    with fsspec.open(source.url, "rb") as fh:
+    with locations.source(location, field).open() as fh:
         yield from fh
 
 
@@ -307,7 +285,7 @@ class BulkActivities:
                 path = chunks / chunk_name(progress.batches)
                 _write_chunk(path, texts, lines, params.shared)
                 if dest.remote is not None:
-                    uploads.append(asyncio.run_coroutine_threadsafe(publish(dest, path), loop))
+                    uploads.append(asyncio.run_coroutine_threadsafe(dest.publish(path), loop))
                 progress.batches += 1
                 texts.clear()
                 lines.clear()
@@ -399,9 +377,9 @@ class BulkActivities:
                     if part is not None:
                         part.close()
         return MergedRecords(
-            errors_location=await publish(dest, errs.final),
-            imports_location=await publish(dest, imps.final) if imps is not None else None,
-            batches_location=await publish(dest, batches.final),
+            errors_location=await dest.publish(errs.final),
+            imports_location=await dest.publish(imps.final) if imps is not None else None,
+            batches_location=await dest.publish(batches.final),
             errors=counts["errors"],
             imports=counts["imports"],
             unmatched=counts["unmatched"],

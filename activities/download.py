@@ -46,8 +46,7 @@ from activities.fullstory_client import FullstoryClient, error_from_response, er
 from activities.gzip_check import GzipChecker, GzipCorrupt, start_checker
 from activities.heartbeat import Heartbeater, heartbeat_interval, resume_details
 from activities.journal import SYNC_BYTES, Journal
-from activities.locations import Destination
-from activities.storage import publish, safe_name
+from activities.locations import Destination, safe_name
 from vocabulary import errors
 from vocabulary.contract import redact_url
 
@@ -323,7 +322,7 @@ class DownloadActivities:
             beat = lambda size: heartbeater.update(DownloadCursor(part=str(part), bytes_done=size))  # noqa: E731
             result = await self.download(params, part, directory, keep, beat)
         if dest.remote is not None:
-            result.location = await publish(dest, Path(result.location))
+            result.location = await dest.publish(Path(result.location))
         return result
 
     async def download(

@@ -16,9 +16,8 @@ from pydantic import BaseModel
 from temporalio import activity
 
 from activities.deps import ActivityDeps
-from activities.locations import Locations
+from activities.locations import Locations, safe_name
 from activities.manifest import ManifestFile
-from activities.storage import safe_name
 
 MANIFEST = "manifest.ndjson"
 

@@ -70,7 +70,7 @@ def test_sources_ndjson_json_array_and_gzip_by_magic(tmp_path):
     (tmp_path / "b.json").write_text('[\n  {"uid": "a"},\n\n  {"uid": "b"}\n]')
     (tmp_path / "c.data").write_bytes(gzip.compress(b'{"uid": "a"}\n{"uid": "b"}\n'))  # no .gz suffix
     for name, lines in (("a.ndjson", [1, 3]), ("b.json", [2, 4]), ("c.data", [1, 2])):
-        got = list(read_items(Source(path=tmp_path / name), "source"))
+        got = list(read_items(Source(str(tmp_path / name)), "source"))
         assert [(n, item) for n, _, item in got] == [(lines[0], {"uid": "a"}), (lines[1], {"uid": "b"})], name
 
 

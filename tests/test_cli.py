@@ -9,10 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fsspec
 import pytest
 
-from cli import UsageError, build_input, make_parser
+from cli import MAX_INLINE_INPUT, UsageError, build_input, make_parser, stage_big_requests
 from helpers import WorkerProcess
+from infra.settings import Settings
 from workflows.batch_job import BatchImportInput
 from workflows.registry import BY_COMMAND
 from workflows.segment_export import SegmentExportInput
@@ -102,6 +104,58 @@ def test_bad_inputs_are_usage_errors(argv, expected):
     with pytest.raises(UsageError, match=None) as err:
         parse_start(*argv)
     assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def big_batch(destination: str | None = None) -> BatchImportInput:
+    requests = [{"uid": f"u{i}", "display_name": "x" * 100} for i in range(MAX_INLINE_INPUT // 100)]
+    return BatchImportInput(kind="users", requests=requests, destination=destination)
+
+
+def staged(model: BatchImportInput, settings: Settings) -> tuple[BatchImportInput, bytes]:
+    out = stage_big_requests(BY_COMMAND["batch-import"], model, settings)
+    assert isinstance(out, BatchImportInput) and out.requests is None and out.requests_url
+    assert out.kind == model.kind and out.destination == model.destination
+    with fsspec.open(out.requests_url, "rb") as fh:
+        return out, fh.read()
+
+
+def test_big_inline_requests_are_staged_in_the_data_dir(tmp_path, capsys):
+    small = BatchImportInput(kind="users", requests=[{"uid": "u1"}])
+    settings = Settings(fullstory_data_dir=str(tmp_path / "data"), fullstory_allowed_locations=None)
+    assert stage_big_requests(BY_COMMAND["batch-import"], small, settings) is small
+    model = big_batch()
+    out, body = staged(model, settings)
+    assert out.requests_url.startswith(str((tmp_path / "data" / "uploads").resolve()) + "/requests-")
+    assert json.loads(body) == {"requests": model.requests, "shared": None}
+    assert [p.name for p in (tmp_path / "data" / "uploads").iterdir()] == [Path(out.requests_url).name]
+    assert f"staged at {out.requests_url}" in capsys.readouterr().err
+    with pytest.raises(UsageError, match="could not be staged .*FULLSTORY_ALLOWED_LOCATIONS"):
+        stage_big_requests(
+            BY_COMMAND["batch-import"],
+            model,
+            Settings(fullstory_data_dir=str(tmp_path), fullstory_allowed_locations="s3://x"),
+        )
+
+
+def test_big_inline_requests_are_staged_beside_an_object_store_destination(tmp_path, s3_server, monkeypatch):
+    for k, v in {
+        "AWS_ACCESS_KEY_ID": "t",
+        "AWS_SECRET_ACCESS_KEY": "t",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": s3_server,
+    }.items():
+        monkeypatch.setenv(k, v)
+    fsspec.get_filesystem_class("s3").clear_instance_cache()
+    try:
+        fs = fsspec.filesystem("s3")
+        fs.mkdir(bucket := f"b-{os.urandom(5).hex()}")
+        model = big_batch(f"s3://{bucket}/out/")
+        out, body = staged(model, Settings(fullstory_data_dir=str(tmp_path / "data"), fullstory_allowed_locations=None))
+        assert out.requests_url.startswith(f"s3://{bucket}/out/uploads/requests-")
+        assert json.loads(body)["requests"] == model.requests
+        assert fs.find(bucket) == [out.requests_url.removeprefix("s3://")]
+    finally:
+        fsspec.get_filesystem_class("s3").clear_instance_cache()
 
 
 @pytest.mark.parametrize(

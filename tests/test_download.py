@@ -26,7 +26,7 @@ import activities.download as download_module
 from activities.download import DownloadActivities, DownloadParams, filename_from_disposition, sanitize_filename
 from activities.fullstory_client import FullstoryClient
 from activities.gzip_check import GzipChecker, GzipCorrupt, ProcessGzipChecker, ThreadedGzipChecker
-from activities.storage import safe_name
+from activities.locations import safe_name
 from helpers import API_KEY
 from infra.settings import Settings
 from wiring import activity_deps

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
+import fsspec
 import pytest
 import pytest_asyncio
 from temporalio.client import WorkflowFailureError
@@ -43,14 +45,16 @@ def test_dot_dot_and_symlinks_cannot_escape_a_root(tmp_path):
         with pytest.raises(ApplicationError) as info:
             locations.source(bad, "requests_url")
         assert outside(info.value) and "requests_url" in info.value.message, bad
-    assert locations.source(f"{root}/a/../b.json", "requests_url").path == root.resolve() / "b.json"
+    assert locations.source(f"{root}/a/../b.json", "requests_url").location == str(root.resolve() / "b.json")
 
 
 def test_url_prefixes_match_whole_segments():
     locations = Locations("/nonexistent-data-dir", "s3://bucket/exports, file:///nonexistent-root, s3://other")
-    assert locations.source("s3://bucket/exports/users.json", "requests_url").url == "s3://bucket/exports/users.json"
-    assert locations.source("s3://bucket/exports", "requests_url").url == "s3://bucket/exports"
-    assert locations.source("s3://other/anything", "requests_url").url == "s3://other/anything"
+    assert (
+        locations.source("s3://bucket/exports/users.json", "requests_url").location == "s3://bucket/exports/users.json"
+    )
+    assert locations.source("s3://bucket/exports", "requests_url").location == "s3://bucket/exports"
+    assert locations.source("s3://other/anything", "requests_url").location == "s3://other/anything"
     for bad in ("s3://bucket/exports2/x", "s3://bucket", "s3://bucket/exports/../secrets/x", "/tmp/x"):
         with pytest.raises(ApplicationError) as info:
             locations.source(bad, "requests_url")
@@ -62,6 +66,85 @@ def test_an_allowed_scheme_without_a_filesystem_is_unsupported():
     with pytest.raises(ApplicationError) as info:
         Locations("/d", "nosuchfs://x").destination("nosuchfs://x/y")
     assert info.value.type == "UnsupportedDestination"
+
+
+# --- Opening, reading, writing whole and publishing -------------------------------------------------------------
+
+
+@pytest.fixture
+def s3_bucket(s3_server, monkeypatch):
+    for k, v in {
+        "AWS_ACCESS_KEY_ID": "t",
+        "AWS_SECRET_ACCESS_KEY": "t",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": s3_server,
+    }.items():
+        monkeypatch.setenv(k, v)
+    fsspec.get_filesystem_class("s3").clear_instance_cache()
+    fs = fsspec.filesystem("s3")
+    bucket = f"b-{uuid.uuid4().hex[:10]}"
+    fs.mkdir(bucket)
+    yield fs, bucket
+    fsspec.get_filesystem_class("s3").clear_instance_cache()
+
+
+def test_source_opens_a_local_path_and_a_file_url(tmp_path):
+    (tmp_path / "items.ndjson").write_bytes(b'{"a":1}\n{"a":2}\n')
+    locations = Locations(str(tmp_path))
+    for where in (str(tmp_path / "items.ndjson"), f"file://{tmp_path}/x/../items.ndjson"):
+        source = locations.source(where, "source")
+        assert source.describe() == str(tmp_path.resolve() / "items.ndjson")
+        with source.open() as fh:
+            assert list(fh) == [b'{"a":1}\n', b'{"a":2}\n']
+            fh.seek(0)
+            assert fh.read(2) == b'{"'
+    with pytest.raises(FileNotFoundError):
+        locations.source(str(tmp_path / "missing.json"), "source").open()
+
+
+def test_source_opens_an_object_store_url(s3_bucket):
+    fs, bucket = s3_bucket
+    fs.pipe(f"{bucket}/in/items.ndjson", b'{"a":1}\n{"a":2}\n')
+    locations = Locations("/nonexistent-data-dir", f"s3://{bucket}/in")
+    source = locations.source(f"s3://{bucket}/in/items.ndjson", "source")
+    assert source.describe() == f"s3://{bucket}/in/items.ndjson"
+    with source.open() as fh:
+        assert list(fh) == [b'{"a":1}\n', b'{"a":2}\n']
+    with pytest.raises(FileNotFoundError):
+        locations.source(f"s3://{bucket}/in/missing.json", "source").open()
+
+
+def test_local_destination_writes_whole_and_publishes_in_place(tmp_path):
+    dest = Locations(str(tmp_path)).destination(str(tmp_path / "out"))
+    assert dest.remote is None and dest.read_text("m.json") is None and dest.size_of("m.json") is None
+    assert dest.write_atomic("m.json", b"one") == str(tmp_path.resolve() / "out" / "m.json")
+    assert dest.write_atomic("m.json", b"two!") == dest.location(dest.local / "m.json")
+    assert dest.read_text("m.json") == "two!" and dest.size_of("m.json") == 4
+    assert sorted(p.name for p in dest.local.iterdir()) == ["m.json"]  # no temporary left behind
+    assert dest.write_atomic("sub/x.json", b"{}") == str(dest.local / "sub" / "x.json")
+    built = dest.local / "f.ndjson"
+    built.write_text("x\n")
+    assert asyncio.run(dest.publish(built)) == str(built) and built.exists()
+
+
+def test_object_store_destination_writes_whole_and_publishes(tmp_path, s3_bucket):
+    fs, bucket = s3_bucket
+    dest = Locations(str(tmp_path)).destination(f"s3://{bucket}/out/")
+    assert dest.remote == f"s3://{bucket}/out" and dest.local.is_relative_to(tmp_path.resolve() / ".staging")
+    assert dest.read_text("m.json") is None and dest.size_of("m.json") is None
+    assert dest.write_atomic("m.json", b"one") == f"s3://{bucket}/out/m.json"
+    assert dest.write_atomic("m.json", b"two!") == f"s3://{bucket}/out/m.json"
+    assert dest.read_text("m.json") == "two!" and dest.size_of("m.json") == 4
+    built = dest.local / "sub" / "f.ndjson"
+    built.parent.mkdir()
+    built.write_text("x\n")
+    assert asyncio.run(dest.publish(built)) == f"s3://{bucket}/out/sub/f.ndjson"
+    assert not built.exists() and fs.cat(f"{bucket}/out/sub/f.ndjson") == b"x\n"
+    assert sorted(fs.find(bucket)) == [f"{bucket}/out/m.json", f"{bucket}/out/sub/f.ndjson"]
+    missing = Locations(str(tmp_path)).destination("s3://no-such-bucket-here-x/out")
+    with pytest.raises(ApplicationError) as info:
+        missing.write_atomic("m.json", b"x")
+    assert info.value.type == "DestinationNotWritable" and "no-such-bucket-here-x" in info.value.message
 
 
 # --- End to end: a workflow fails before any call to Fullstory -------------------------------------------------
