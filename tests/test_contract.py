@@ -73,3 +73,13 @@ def test_every_workflow_is_registered_under_its_class_name():
     for job in JOBS:
         defn = workflow._Definition.from_class(job.workflow)
         assert defn is not None and defn.name == job.workflow.__name__ == job.name
+
+
+def test_the_poll_curve_reaches_its_cap_and_never_overflows():
+    from datetime import timedelta
+
+    from vocabulary.policies import poll_delay
+
+    cap = timedelta(minutes=10)
+    assert poll_delay(1, cap) == timedelta(seconds=2) and poll_delay(2, cap) == timedelta(seconds=3)
+    assert poll_delay(10_000, cap) == cap  # a wait of months at the time-skipping server's pace

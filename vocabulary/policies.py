@@ -31,6 +31,7 @@ UNATTENDED_STEP_BUDGET = timedelta(days=7)
 # The status-check backoff curve: 2 s, 3 s, 4.5 s, ... up to the caller's max_poll_interval.
 POLL_FIRST_GAP = timedelta(seconds=2)
 POLL_BACKOFF = 1.5
+POLL_MAX_EXPONENT = 60  # 2 s x 1.5^60: about 2,900 years
 
 # Long activities (page walks, downloads) heartbeat every HEARTBEAT_TIMEOUT / HEARTBEATS_PER_TIMEOUT,
 # and the worker sends at most one heartbeat a second (worker.py): 6 s is ~6 beats in a row lost before
@@ -57,7 +58,8 @@ DEFAULT_BATCH_SLOT_RECLAIM_SECONDS = 60.0
 
 def poll_delay(check: int, cap: timedelta) -> timedelta:
     """The gap after status check number `check` (1-based) when the server sends no Retry-After."""
-    return min(cap, POLL_FIRST_GAP * POLL_BACKOFF ** max(0, check - 1))
+    # The exponent is capped: the curve has long reached any cap by then, and a bigger power overflows timedelta.
+    return min(cap, POLL_FIRST_GAP * POLL_BACKOFF ** min(max(0, check - 1), POLL_MAX_EXPONENT))
 
 
 def poll_retry(max_interval: timedelta) -> RetryPolicy:
