@@ -76,6 +76,7 @@ class Stream:
         return f"download {redact_url(self.location.url)}"
 
     async def run(self) -> Served:
+        """GET until the part holds the whole file; then what the server said about it."""
         if self.part.size:
             activity_log(
                 f"resuming download of {self.locator.source.describe()} at byte {self.part.size} "
