@@ -17,7 +17,7 @@ from temporalio import activity
 
 from activities.batch_job import FullstoryPayload
 from activities.deps import ActivityDeps
-from activities.download import DownloadActivities, DownloadParams
+from activities.download import Downloader, DownloadParams
 from activities.fullstory_client import malformed_error
 from activities.locations import Destination
 from activities.manifest import ManifestFile
@@ -126,7 +126,7 @@ class BundleStoreActivities:
     task_queue_suffix: ClassVar[str] = "-downloads"
 
     def __init__(self, deps: ActivityDeps) -> None:
-        self.downloads = DownloadActivities(deps)
+        self.downloads = Downloader(deps.client)
         self.locations = deps.locations
 
     @classmethod

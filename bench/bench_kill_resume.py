@@ -4,7 +4,7 @@
     .venv/bin/python bench/bench_kill_resume.py --reread-only [--reread-sizes 64,1024]
 
 1. Re-read: what a new attempt pays to rebuild the sha256 and the gzip check from a kept part
-   (`_Sink` over a part of N MiB, page cache warm, as after a kill on the same machine).
+   (`download_sink.Sink` over a part of N MiB, page cache warm, as after a kill on the same machine).
 2. Kill loop: one `--size` MiB segment export served at `--rate` MiB/s, two workers; the one holding
    the download is SIGKILLed `--every` s after each attempt starts and replaced, until it completes
    (at most MAX_KILLS kills, WALL_CAP s). Printed: bytes served / file size, wall time, and the
@@ -39,7 +39,7 @@ STARTED = PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
 
 
 def reread(sizes_mib: list[int]) -> None:
-    from activities.download import _Sink
+    from activities.download_sink import Sink
     from simulator.files import GzipFile
 
     print(f"{'part':>9} {'gzip check':>10} {'re-read s':>10} {'MiB/s':>8}")
@@ -54,7 +54,7 @@ def reread(sizes_mib: list[int]) -> None:
                     while fh.read(8 << 20):
                         pass
                 t0 = time.perf_counter()
-                sink = _Sink(part, size, verify)
+                sink = Sink(part, size, verify)
                 seconds = time.perf_counter() - t0
                 sink.close()
                 sink.journal.remove()

@@ -22,14 +22,15 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-import activities.download as download_module
-from activities.download import DownloadActivities, DownloadParams, filename_from_disposition, sanitize_filename
+import activities.download_sources as sources_module
+import activities.download_stream as stream_module
+from activities.download import Downloader, DownloadParams
+from activities.download_sink import sanitize_filename
+from activities.download_stream import filename_from_disposition
 from activities.fullstory_client import FullstoryClient
 from activities.gzip_check import GzipChecker, GzipCorrupt, ProcessGzipChecker, ThreadedGzipChecker
 from activities.locations import safe_name
 from helpers import API_KEY
-from infra.settings import Settings
-from wiring import activity_deps
 
 STORAGE = "/_storage/{export_id}/{filename}"
 RESULTS = "/search/v1/exports/{export_id}/results"
@@ -39,7 +40,7 @@ LEGACY_GET = "/api/v1/export/get"
 @pytest.fixture
 async def downloads(sim, tmp_path):
     client = FullstoryClient(API_KEY, sim.base_url, sim.base_url, timeout=10)
-    yield DownloadActivities(activity_deps(client, Settings(fullstory_data_dir=str(tmp_path))))
+    yield Downloader(client)
     await client.aclose()
 
 
@@ -114,13 +115,13 @@ async def test_a_reset_keeps_every_byte_received_before_it(sim, downloads, tmp_p
 
 
 async def test_resets_without_progress_end_the_attempt_with_a_retryable_error(sim, downloads, tmp_path, monkeypatch):
-    monkeypatch.setattr(download_module, "RETRY_BACKOFF_SECONDS", 0.001)
+    monkeypatch.setattr(stream_module, "RETRY_BACKOFF_SECONDS", 0.001)
     op = sim.add_operation(size=1 << 20)
     sim.fault(r"^/_storage/", kind="reset", after_bytes=0, count=100)
     with pytest.raises(ApplicationError) as info:
         await downloads.download(op_params(op), tmp_path / "z.part", tmp_path)
     assert info.value.type == "FullstoryUnavailable" and not info.value.non_retryable
-    assert len(requests_to(sim, STORAGE)) == download_module.MAX_TRANSIENT_RETRIES + 1
+    assert len(requests_to(sim, STORAGE)) == stream_module.MAX_TRANSIENT_RETRIES + 1
     assert "Signature" not in str(info.value) and "Expires" not in str(info.value)  # no signed query in errors
 
 
@@ -148,7 +149,7 @@ async def test_a_url_refused_again_and_again_is_retryable_after_a_few_fresh_ones
     with pytest.raises(ApplicationError) as info:
         await downloads.download(op_params(op), tmp_path / "u.part", tmp_path)
     assert info.value.type == "DownloadUrlRejected" and not info.value.non_retryable
-    assert sim.count(route=RESULTS) == 1 + download_module.MAX_URL_REFRESHES
+    assert sim.count(route=RESULTS) == 1 + sources_module.MAX_URL_REFRESHES
 
 
 async def test_a_plain_url_that_is_not_found_is_final_and_leaves_nothing(sim, downloads, tmp_path):
@@ -173,9 +174,7 @@ async def test_api_errors_are_final_with_the_table_hint(sim, tmp_path, key, role
     client = FullstoryClient(key, sim.base_url, sim.base_url)
     try:
         with pytest.raises(ApplicationError) as info:
-            await DownloadActivities(activity_deps(client, Settings(fullstory_data_dir=str(tmp_path)))).download(
-                op_params(op), tmp_path / "e.part", tmp_path
-            )
+            await Downloader(client).download(op_params(op), tmp_path / "e.part", tmp_path)
     finally:
         await client.aclose()
     assert info.value.type == type_ and info.value.non_retryable and hint in info.value.message
