@@ -24,13 +24,15 @@ from temporalio.testing import ActivityEnvironment
 
 import activities.download_sources as sources_module
 import activities.download_stream as stream_module
-from activities.download import Downloader, DownloadParams
+from activities.download import DownloadActivities, Downloader, DownloadParams
 from activities.download_sink import sanitize_filename
 from activities.download_stream import filename_from_disposition
 from activities.fullstory_client import FullstoryClient
 from activities.gzip_check import GzipChecker, GzipCorrupt, ProcessGzipChecker, ThreadedGzipChecker
 from activities.locations import safe_name
 from helpers import API_KEY
+from infra.settings import Settings
+from wiring import activity_deps
 
 STORAGE = "/_storage/{export_id}/{filename}"
 RESULTS = "/search/v1/exports/{export_id}/results"
@@ -236,7 +238,7 @@ async def test_memory_stays_flat_on_a_64_mib_download(sim, downloads, tmp_path):
     assert peak < 16 << 20, f"peak {peak >> 20} MiB for a 64 MiB download"
 
 
-async def test_the_activity_resumes_from_its_heartbeat(sim, downloads, tmp_path):
+async def test_the_activity_resumes_from_its_heartbeat(sim, tmp_path):
     op = sim.add_operation(size=4 << 20)
     data = whole_file(sim, op)
     env = ActivityEnvironment()
@@ -249,7 +251,12 @@ async def test_the_activity_resumes_from_its_heartbeat(sim, downloads, tmp_path)
     env.on_heartbeat = lambda *d: beats.append(d[0]["bytes_done"] if d else None)
     served = sim.bytes_served(op)
     params = op_params(op, destination=str(tmp_path / "dest"), subdir="../up")
-    result = await env.run(downloads.download_to_destination, params)
+    client = FullstoryClient(API_KEY, sim.base_url, sim.base_url, timeout=10)
+    try:
+        activities = DownloadActivities(activity_deps(client, Settings(fullstory_data_dir=str(tmp_path))))
+        result = await env.run(activities.download_to_destination, params)
+    finally:
+        await client.aclose()
     assert result.sha256 == sim.file_sha256(op) and Path(result.location) == dest / "export.ndjson.gz"
     assert sim.bytes_served(op) - served == 1 << 20
     assert beats[0] == 3 << 20 and beats[-1] == 4 << 20 and not part.exists()
