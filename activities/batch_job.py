@@ -241,35 +241,6 @@ class BatchActivities:
         finally:
             journal.unlock()
 
-    async def _collect(
-        self, params: CollectBatchRecordsParams, dest: Any, final: Path, part: PartFile, journal: Journal
-    ) -> CollectedRecords:
-        cursor, codes = self._resume(params, part, journal)
-        journal.restart(cursor.model_dump())
-        try:
-            cursor, reported = await self._walk_pages(params, part, journal, cursor, codes)
-            part.commit()
-            journal.remove()
-        finally:
-            part.close()
-        if reported is not None and reported != cursor.records:
-            activity.logger.warning(
-                "%s of %s batch job %s: server reported %d records, collected %d",
-                params.which,
-                params.kind,
-                params.job_id,
-                reported,
-                cursor.records,
-            )
-        return CollectedRecords(
-            location=await publish(dest, final),
-            records=cursor.records,
-            bytes=cursor.bytes,
-            codes=dict(codes),
-            pages=cursor.pages,
-            total_records_reported=reported,
-        )
-
     def _resume(
         self, params: CollectBatchRecordsParams, part: PartFile, journal: Journal
     ) -> tuple[CollectCursor, Counter[str]]:
@@ -300,6 +271,35 @@ class BatchActivities:
         else:
             cursor = CollectCursor()
         return cursor, codes
+
+    async def _collect(
+        self, params: CollectBatchRecordsParams, dest: Any, final: Path, part: PartFile, journal: Journal
+    ) -> CollectedRecords:
+        cursor, codes = self._resume(params, part, journal)
+        journal.restart(cursor.model_dump())
+        try:
+            cursor, reported = await self._walk_pages(params, part, journal, cursor, codes)
+            part.commit()
+            journal.remove()
+        finally:
+            part.close()
+        if reported is not None and reported != cursor.records:
+            activity.logger.warning(
+                "%s of %s batch job %s: server reported %d records, collected %d",
+                params.which,
+                params.kind,
+                params.job_id,
+                reported,
+                cursor.records,
+            )
+        return CollectedRecords(
+            location=await publish(dest, final),
+            records=cursor.records,
+            bytes=cursor.bytes,
+            codes=dict(codes),
+            pages=cursor.pages,
+            total_records_reported=reported,
+        )
 
     async def _walk_pages(
         self,
