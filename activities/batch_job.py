@@ -26,12 +26,12 @@ from urllib.parse import quote
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from temporalio import activity
 
-from activities.bulk_import import open_source, read_items  # NDJSON, JSON array or object; gzip or not
 from activities.deps import ActivityDeps
 from activities.fullstory_client import malformed_error, next_check_text
 from activities.heartbeat import Heartbeater, resume_details
 from activities.journal import Journal
 from activities.locations import Locations, PartFile, safe_name
+from activities.request_items import open_source, read_items  # NDJSON, JSON array or object; gzip or not
 from vocabulary import errors
 from vocabulary.contract import MAX_BATCH_REQUESTS, BatchJobStatus, BatchKind
 from vocabulary.policies import poll_delay
@@ -240,9 +240,10 @@ class BatchActivities:
         finally:
             journal.unlock()
 
-    async def _collect(
-        self, params: CollectBatchRecordsParams, dest: Any, final: Path, part: PartFile, journal: Journal
-    ) -> CollectedRecords:
+    def _resume(
+        self, params: CollectBatchRecordsParams, part: PartFile, journal: Journal
+    ) -> tuple[CollectCursor, Counter[str]]:
+        """Where to go on: the journal's last whole page if the part holds exactly it, else from the start."""
         found = journal.trusted()
         if found is not None:  # the last whole page on disk (in this boot; else the last fsynced one)
             fields = CollectCursor.model_fields
@@ -268,52 +269,15 @@ class BatchActivities:
                 )
         else:
             cursor = CollectCursor()
-        journal.restart(cursor.model_dump())
+        return cursor, codes
 
-        path = f"{_job_path(params.kind, params.job_id)}/{params.which}"
-        reported: int | None = None
+    async def _collect(
+        self, params: CollectBatchRecordsParams, dest: Any, final: Path, part: PartFile, journal: Journal
+    ) -> CollectedRecords:
+        cursor, codes = self._resume(params, part, journal)
+        journal.restart(cursor.model_dump())
         try:
-            async with Heartbeater() as heartbeater:
-                heartbeater.update(cursor)
-                while not cursor.done:
-                    what = f"get {params.which} page {cursor.pages + 1} of {params.kind} batch job {params.job_id}"
-                    response = await self.client.call(
-                        "GET",
-                        path,
-                        what=what,
-                        not_ready_is_retry=True,
-                        params={"page_token": cursor.page_token} if cursor.page_token else None,
-                    )
-                    try:
-                        page = RecordsPage.model_validate(response.body or {})
-                    except ValidationError:
-                        raise malformed_error(what, "the response is not a page of records") from None
-                    reported = page.total_records if page.total_records is not None else reported
-                    data = b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in page.results)
-                    part.write(data)
-                    part.flush()
-                    codes.update(str(r["code"]) for r in page.results if r.get("code"))
-                    next_token = page.next_page_token or None
-                    if next_token is not None and next_token == cursor.page_token:
-                        raise errors.FULLSTORY_PAGE_LOOP(
-                            f"{what}: the server returned the same page token again; stopping to avoid a loop"
-                        )
-                    cursor = CollectCursor(
-                        page_token=next_token,
-                        records=cursor.records + len(page.results),
-                        bytes=cursor.bytes + len(data),
-                        pages=cursor.pages + 1,
-                        done=next_token is None,
-                    )
-                    # The page is in the part (in the OS): now it counts. fsynced every SYNC_SECONDS, off the loop.
-                    if journal.sync_due():
-                        await asyncio.to_thread(journal.append, cursor.model_dump(), sync=True)
-                    else:
-                        journal.append(cursor.model_dump())
-                    heartbeater.update(cursor)
-                    self.client.metrics.records_collected.add(
-                        len(page.results), {"kind": params.kind, "which": params.which}
-                    )
+            cursor, reported = await self._walk_pages(params, part, journal, cursor, codes)
             part.commit()
             journal.remove()
         finally:
@@ -335,6 +299,71 @@ class BatchActivities:
             pages=cursor.pages,
             total_records_reported=reported,
         )
+
+    async def _walk_pages(
+        self,
+        params: CollectBatchRecordsParams,
+        part: PartFile,
+        journal: Journal,
+        cursor: CollectCursor,
+        codes: Counter[str],
+    ) -> tuple[CollectCursor, int | None]:
+        """Every page after `cursor` into the part, each journaled, then heartbeated.
+
+        The last cursor, and the total the server reported (if it did).
+        """
+        reported: int | None = None
+        async with Heartbeater() as heartbeater:
+            heartbeater.update(cursor)
+            while not cursor.done:
+                what, page = await self._get_page(params, cursor)
+                reported = page.total_records if page.total_records is not None else reported
+                data = b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in page.results)
+                part.write(data)
+                part.flush()
+                codes.update(str(r["code"]) for r in page.results if r.get("code"))
+                cursor = _after_page(what, cursor, page, len(data))
+                # The page is in the part (in the OS): now it counts. fsynced every SYNC_SECONDS, off the loop.
+                if journal.sync_due():
+                    await asyncio.to_thread(journal.append, cursor.model_dump(), sync=True)
+                else:
+                    journal.append(cursor.model_dump())
+                heartbeater.update(cursor)
+                self.client.metrics.records_collected.add(
+                    len(page.results), {"kind": params.kind, "which": params.which}
+                )
+        return cursor, reported
+
+    async def _get_page(self, params: CollectBatchRecordsParams, cursor: CollectCursor) -> tuple[str, RecordsPage]:
+        """The page after `cursor` (and its description, for errors)."""
+        what = f"get {params.which} page {cursor.pages + 1} of {params.kind} batch job {params.job_id}"
+        response = await self.client.call(
+            "GET",
+            f"{_job_path(params.kind, params.job_id)}/{params.which}",
+            what=what,
+            not_ready_is_retry=True,
+            params={"page_token": cursor.page_token} if cursor.page_token else None,
+        )
+        try:
+            return what, RecordsPage.model_validate(response.body or {})
+        except ValidationError:
+            raise malformed_error(what, "the response is not a page of records") from None
+
+
+def _after_page(what: str, cursor: CollectCursor, page: RecordsPage, size: int) -> CollectCursor:
+    """The cursor after `page` (`size` bytes written); FullstoryPageLoop if the server repeats a page token."""
+    next_token = page.next_page_token or None
+    if next_token is not None and next_token == cursor.page_token:
+        raise errors.FULLSTORY_PAGE_LOOP(
+            f"{what}: the server returned the same page token again; stopping to avoid a loop"
+        )
+    return CollectCursor(
+        page_token=next_token,
+        records=cursor.records + len(page.results),
+        bytes=cursor.bytes + size,
+        pages=cursor.pages + 1,
+        done=next_token is None,
+    )
 
 
 def _count_lines(lines: Any) -> tuple[int, Counter[str]]:

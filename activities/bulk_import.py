@@ -10,170 +10,31 @@
   `line`), the same for imports when asked, and `batches.ndjson` (one line per batch result, read from
   the child workflows' results in Temporal). Rebuilt from the start on a new attempt: nothing twice.
 
-`read_items` is also what `requests_url` of a single batch reads (activities/batch_job.py).
+The items are read by activities/request_items.py (NDJSON or a JSON array, gzip or not, with their lines).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import io
 import json
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 from temporalio import activity
-from temporalio.client import WorkflowFailureError
+from temporalio.client import Client, WorkflowFailureError
 
 from activities.heartbeat import Heartbeater
-from activities.locations import Destination, Locations, PartFile, Source, safe_name
+from activities.locations import Destination, Locations, PartFile, safe_name
+from activities.request_items import read_items
 from vocabulary import errors
 from vocabulary.contract import BatchKind
 
 if TYPE_CHECKING:
     from activities.deps import ActivityDeps
-
-READ_BLOCK = 1 << 20
-GZIP_MAGIC = b"\x1f\x8b"
-
-
-# --- Reading a source of items -------------------------------------------------------------------------
-
-
-def open_source(source: Source) -> IO[bytes]:
-    """The source's bytes, gunzipped when its name ends in .gz or it starts with gzip's magic bytes."""
-    raw = source.open()
-    head = raw.read(2)
-    raw.seek(0)
-    if head == GZIP_MAGIC or source.location.endswith(".gz"):
-        from isal import igzip
-
-        return igzip.IGzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
-    return raw
-
-
-def read_items(source: Source, field: str) -> Iterator[tuple[int, str, dict[str, Any]]]:
-    """(line number, JSON text, item) per item: NDJSON (blank lines skipped) or one JSON array.
-
-    InvalidInput, naming the line, for anything that is not a JSON object; unreadable: InvalidInput.
-    """
-    where = source.describe()
-    try:
-        with open_source(source) as fh:
-            text = io.TextIOWrapper(fh, encoding="utf-8", newline="\n")
-            number, head = 0, ""
-            while True:
-                piece = text.readline(READ_BLOCK)  # bounded: a one-line array is read a block at a time
-                if not piece:
-                    return
-                number += 1
-                if piece.strip():
-                    head = piece
-                    break
-            if head.lstrip().startswith("["):
-                yield from _array_items(text, head, number, where, field)
-            else:
-                if not head.endswith("\n"):
-                    head += text.readline()
-                yield from _ndjson_items(head, number, text, where, field)
-    except FileNotFoundError:
-        raise errors.INVALID_INPUT(f"{field} {where!r}: no such file") from None
-    except UnicodeDecodeError as e:
-        raise errors.INVALID_INPUT(f"{field} {where!r}: not UTF-8 text ({e.reason})") from None
-    except (OSError, EOFError) as e:
-        raise errors.INVALID_INPUT(f"{field} {where!r}: cannot read: {getattr(e, 'strerror', None) or e}") from None
-
-
-def _ndjson_items(
-    head: str, number: int, text: io.TextIOWrapper, where: str, field: str
-) -> Iterator[tuple[int, str, dict[str, Any]]]:
-    line = head
-    while line:
-        stripped = line.strip()
-        if stripped:
-            try:
-                item = json.loads(stripped)
-            except json.JSONDecodeError as e:
-                raise errors.INVALID_INPUT(f"{field} {where!r} line {number}: not valid JSON ({e.msg})") from None
-            if not isinstance(item, dict):
-                raise errors.INVALID_INPUT(
-                    f"{field} {where!r} line {number}: an item must be a JSON object, not {_json_type(item)}"
-                )
-            yield number, stripped, item
-        number += 1
-        line = text.readline()
-
-
-def _json_type(value: Any) -> str:
-    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
-
-
-def _array_items(
-    text: io.TextIOWrapper, head: str, line: int, where: str, field: str
-) -> Iterator[tuple[int, str, dict[str, Any]]]:
-    """Items of one JSON array, decoded incrementally (a block at a time), with the line each starts on."""
-    decoder = json.JSONDecoder()
-    start = head.index("[")
-    buf, pos, eof = head, start + 1, False
-
-    def more() -> bool:
-        nonlocal buf, pos, eof
-        block = text.read(READ_BLOCK)
-        if not block:
-            eof = True
-            return False
-        buf = buf[pos:] + block
-        pos = 0
-        return True
-
-    def skip_ws() -> str:
-        nonlocal pos, line
-        while True:
-            while pos < len(buf) and buf[pos] in " \t\r\n":
-                if buf[pos] == "\n":
-                    line += 1
-                pos += 1
-            if pos < len(buf):
-                return buf[pos]
-            if not more():
-                return ""
-
-    def bad(what: str) -> errors.ApplicationError:
-        return errors.INVALID_INPUT(f"{field} {where!r} line {line}: {what}")
-
-    expect_item, first = True, True
-    while True:
-        c = skip_ws()
-        if c == "":
-            raise bad("the JSON array is not closed")
-        if c == "]" and (first or not expect_item):
-            return
-        if not expect_item:
-            if c != ",":
-                raise bad(f"expected ',' or ']' between items, found {c!r}")
-            pos += 1
-            expect_item = True
-            continue
-        while True:
-            try:
-                item, end = decoder.raw_decode(buf, pos)
-                if end == len(buf) and not eof and not isinstance(item, (dict, list, str)):
-                    raise json.JSONDecodeError("number may continue", buf, pos)  # a number cut by the block
-                break
-            except json.JSONDecodeError as e:
-                if eof or not more():
-                    raise bad(f"not valid JSON ({e.msg})") from None
-        if not isinstance(item, dict):
-            raise bad(f"an item must be a JSON object, not {_json_type(item)}")
-        raw = buf[pos:end]
-        yield line, json.dumps(item, separators=(",", ":"), ensure_ascii=False), item
-        line += raw.count("\n")
-        pos = end
-        expect_item, first = False, False
-
 
 # --- Params and results ------------------------------------------------------------------------------
 
@@ -330,44 +191,7 @@ class BulkActivities:
             try:
                 for index in range(params.batches):
                     heartbeater.update(StageProgress(items=counts["errors"], batches=index))
-                    handle = client.get_workflow_handle(child_workflow_id(params.parent_workflow_id, index))
-                    line: dict[str, Any] = {"batch": index, "workflow_id": handle.id}
-                    try:
-                        result = await handle.result()
-                    except WorkflowFailureError as e:
-                        cause = e.cause
-                        line |= {
-                            "status": "FAILED_TO_RUN",
-                            "error": getattr(cause, "message", str(cause)),
-                            "error_type": getattr(cause, "type", None),
-                        }
-                        result = None
-                    if result is not None:
-                        result = result if isinstance(result, dict) else json.loads(json.dumps(result, default=str))
-                        line |= result
-                        chunk = f"{params.chunks_location}/{chunk_name(index)}"
-                        if result.get("errors_location"):
-                            await asyncio.to_thread(
-                                self._merge_one,
-                                errs,
-                                index,
-                                "errors",
-                                result["errors_location"],
-                                chunk,
-                                params.kind,
-                                counts,
-                            )
-                        if imps is not None and result.get("imports_location"):
-                            await asyncio.to_thread(
-                                self._merge_one,
-                                imps,
-                                index,
-                                "imports",
-                                result["imports_location"],
-                                chunk,
-                                params.kind,
-                                counts,
-                            )
+                    line = await self._merge_batch(client, params, index, errs, imps, counts)
                     batches.write(json.dumps(line, separators=(",", ":"), default=str).encode() + b"\n")
                 for part in (batches, errs, imps):
                     if part is not None:
@@ -384,6 +208,40 @@ class BulkActivities:
             imports=counts["imports"],
             unmatched=counts["unmatched"],
         )
+
+    async def _merge_batch(
+        self,
+        client: Client,
+        params: MergeBulkRecordsParams,
+        index: int,
+        errs: PartFile,
+        imps: PartFile | None,
+        counts: dict[str, int],
+    ) -> dict[str, Any]:
+        """Batch `index`'s line of batches.ndjson (its child's result); its records appended to errs and imps."""
+        handle = client.get_workflow_handle(child_workflow_id(params.parent_workflow_id, index))
+        line: dict[str, Any] = {"batch": index, "workflow_id": handle.id}
+        try:
+            result = await handle.result()
+        except WorkflowFailureError as e:
+            cause = e.cause
+            line |= {
+                "status": "FAILED_TO_RUN",
+                "error": getattr(cause, "message", str(cause)),
+                "error_type": getattr(cause, "type", None),
+            }
+            result = None
+        if result is not None:
+            result = result if isinstance(result, dict) else json.loads(json.dumps(result, default=str))
+            line |= result
+            chunk = f"{params.chunks_location}/{chunk_name(index)}"
+            outputs: list[tuple[Literal["errors", "imports"], PartFile | None]] = [("errors", errs), ("imports", imps)]
+            for which, out in outputs:
+                if out is not None and result.get(f"{which}_location"):
+                    await asyncio.to_thread(
+                        self._merge_one, out, index, which, result[f"{which}_location"], chunk, params.kind, counts
+                    )
+        return line
 
     def _merge_one(
         self,

@@ -23,8 +23,8 @@ import pytest_asyncio
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from activities.bulk_import import read_items
 from activities.locations import Source
+from activities.request_items import read_items
 from helpers import REPO, TemporalClock, running_worker, wait_until
 from workflows.batch_job import BatchImportResult
 from workflows.bulk_import import BulkImportResult

@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.bulk_import import (
         BulkActivities,
         MergeBulkRecordsParams,
+        MergedRecords,
         StageBulkSourceParams,
         StagedSource,
         child_workflow_id,
@@ -143,26 +144,46 @@ class BulkImportWorkflow(ProgressWorkflow):
         state = args.progress_so_far or BulkProgress(deadline=workflow.now() + args.timeout)
         say = BulkNarration(self._tracker, args, state)
         if state.staged is None:
-            await self.check_locations(source=args.source, destination=args.destination)
-            say.staging()
-            state.staged = await self.step(
-                BulkActivities.stage_bulk_source,
-                StageBulkSourceParams(
-                    kind=args.kind,
-                    source=args.source,
-                    shared=args.shared,
-                    batch_size=args.batch_size,
-                    destination=args.destination,
-                    name=me,
-                ),
-                deadline=state.deadline,
-                start_to_close=STAGE_TIMEOUT,
-                heartbeat=HEARTBEAT_TIMEOUT,
-                retry=LONG_RETRY,
-                text=say.stage_step(),
-            )
+            state.staged = await self.stage(args, state, say, me)
         staged = state.staged
+        await self.run_children(args, staged, state, say, me)
+        if state.next_batch < staged.batches:
+            say.continuing()
+            workflow.continue_as_new(
+                args.model_copy(update={"progress_so_far": state.model_copy(update={"runs": state.runs + 1})})
+            )
+        say.merging()
+        merged = await self.merge(args, staged, state, me)
+        result = outcome(args, staged, state, merged)
+        say.done(result)
+        return result
 
+    async def stage(self, args: BulkImportInput, state: BulkProgress, say: BulkNarration, me: str) -> StagedSource:
+        """Phase 1: the source, read once and checked whole, in chunks under the destination."""
+        await self.check_locations(source=args.source, destination=args.destination)
+        say.staging()
+        return await self.step(
+            BulkActivities.stage_bulk_source,
+            StageBulkSourceParams(
+                kind=args.kind,
+                source=args.source,
+                shared=args.shared,
+                batch_size=args.batch_size,
+                destination=args.destination,
+                name=me,
+            ),
+            deadline=state.deadline,
+            start_to_close=STAGE_TIMEOUT,
+            heartbeat=HEARTBEAT_TIMEOUT,
+            retry=LONG_RETRY,
+            text=say.stage_step(),
+        )
+
+    async def run_children(
+        self, args: BulkImportInput, staged: StagedSource, state: BulkProgress, say: BulkNarration, me: str
+    ) -> None:
+        """Phase 2: one child batch import per chunk, at most `max_in_flight` at once, until all are done or
+        this run has started `BATCHES_PER_RUN` (then it drains its children, to continue as new)."""
         running: dict[int, workflow.ChildWorkflowHandle[Any, BatchImportResult]] = {}
         started = 0
         while state.next_batch < staged.batches or running:
@@ -188,14 +209,9 @@ class BulkImportWorkflow(ProgressWorkflow):
                 self.count(state, running.pop(index))
             say.running(len(running))
 
-        if state.next_batch < staged.batches:
-            say.continuing()
-            workflow.continue_as_new(
-                args.model_copy(update={"progress_so_far": state.model_copy(update={"runs": state.runs + 1})})
-            )
-
-        say.merging()
-        merged = await self.step(
+    async def merge(self, args: BulkImportInput, staged: StagedSource, state: BulkProgress, me: str) -> MergedRecords:
+        """Phase 3: every batch's records into one NDJSON each (with batch and source line), and batches.ndjson."""
+        return await self.step(
             BulkActivities.merge_bulk_records,
             MergeBulkRecordsParams(
                 kind=args.kind,
@@ -215,23 +231,6 @@ class BulkImportWorkflow(ProgressWorkflow):
                 "merging the batches' records did not finish in time",
             ),
         )
-        ok = state.failed == 0 and state.errors == 0 and state.done == staged.batches
-        result = BulkImportResult(
-            kind=args.kind,
-            status="COMPLETED" if ok else "FAILED",
-            batches=staged.batches,
-            items=staged.items,
-            imports=state.imports,
-            errors=state.errors,
-            failed_batches=state.failed,
-            error_codes=state.error_codes,
-            errors_location=merged.errors_location,
-            imports_location=merged.imports_location,
-            batches_location=merged.batches_location,
-            records_collected=merged.errors + merged.imports,
-        )
-        say.done(result)
-        return result
 
     def child_input(self, args: BulkImportInput, staged: StagedSource, state: BulkProgress, index: int) -> Any:
         return BatchImportInput(
@@ -258,6 +257,27 @@ class BulkImportWorkflow(ProgressWorkflow):
         for c, n in result.error_codes.items():
             state.error_codes[c] = state.error_codes.get(c, 0) + n
         state.records_collected += result.records_collected
+
+
+def outcome(
+    args: BulkImportInput, staged: StagedSource, state: BulkProgress, merged: MergedRecords
+) -> BulkImportResult:
+    """The result: COMPLETED only when every batch completed with no error."""
+    ok = state.failed == 0 and state.errors == 0 and state.done == staged.batches
+    return BulkImportResult(
+        kind=args.kind,
+        status="COMPLETED" if ok else "FAILED",
+        batches=staged.batches,
+        items=staged.items,
+        imports=state.imports,
+        errors=state.errors,
+        failed_batches=state.failed,
+        error_codes=state.error_codes,
+        errors_location=merged.errors_location,
+        imports_location=merged.imports_location,
+        batches_location=merged.batches_location,
+        records_collected=merged.errors + merged.imports,
+    )
 
 
 # --- What the UI says ----------------------------------------------------------------------------

@@ -1,0 +1,170 @@
+"""Reading a source of request items: NDJSON (one item a line) or one JSON array, gzip or not.
+
+Every item comes with the source line it starts on: the merged error report of a bulk import gives
+each record's `line`. Never the whole source in memory: a block of `READ_BLOCK` characters at a time.
+
+Used by the bulk import's staging (activities/bulk_import.py) and by `requests_url` of a single batch
+job (activities/batch_job.py).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from typing import IO, Any
+
+from activities.locations import Source
+from vocabulary import errors
+
+READ_BLOCK = 1 << 20
+GZIP_MAGIC = b"\x1f\x8b"
+
+Item = tuple[int, str, dict[str, Any]]  # (line number, JSON text, item)
+
+
+def open_source(source: Source) -> IO[bytes]:
+    """The source's bytes, gunzipped when its name ends in .gz or it starts with gzip's magic bytes."""
+    raw = source.open()
+    head = raw.read(2)
+    raw.seek(0)
+    if head == GZIP_MAGIC or source.location.endswith(".gz"):
+        from isal import igzip
+
+        return igzip.IGzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    return raw
+
+
+def read_items(source: Source, field: str) -> Iterator[Item]:
+    """(line number, JSON text, item) per item: NDJSON (blank lines skipped) or one JSON array.
+
+    InvalidInput, naming the line, for anything that is not a JSON object; unreadable: InvalidInput.
+    """
+    where = source.describe()
+    try:
+        with open_source(source) as fh:
+            text = io.TextIOWrapper(fh, encoding="utf-8", newline="\n")
+            number, head = 0, ""
+            while True:
+                piece = text.readline(READ_BLOCK)  # bounded: a one-line array is read a block at a time
+                if not piece:
+                    return
+                number += 1
+                if piece.strip():
+                    head = piece
+                    break
+            if head.lstrip().startswith("["):
+                yield from _array_items(text, head, number, where, field)
+            else:
+                if not head.endswith("\n"):
+                    head += text.readline()
+                yield from _ndjson_items(head, number, text, where, field)
+    except FileNotFoundError:
+        raise errors.INVALID_INPUT(f"{field} {where!r}: no such file") from None
+    except UnicodeDecodeError as e:
+        raise errors.INVALID_INPUT(f"{field} {where!r}: not UTF-8 text ({e.reason})") from None
+    except (OSError, EOFError) as e:
+        raise errors.INVALID_INPUT(f"{field} {where!r}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+
+
+def _ndjson_items(head: str, number: int, text: io.TextIOWrapper, where: str, field: str) -> Iterator[Item]:
+    line = head
+    while line:
+        stripped = line.strip()
+        if stripped:
+            try:
+                item = json.loads(stripped)
+            except json.JSONDecodeError as e:
+                raise errors.INVALID_INPUT(f"{field} {where!r} line {number}: not valid JSON ({e.msg})") from None
+            if not isinstance(item, dict):
+                raise errors.INVALID_INPUT(
+                    f"{field} {where!r} line {number}: an item must be a JSON object, not {_json_type(item)}"
+                )
+            yield number, stripped, item
+        number += 1
+        line = text.readline()
+
+
+def _json_type(value: Any) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
+
+
+def _array_items(text: io.TextIOWrapper, head: str, line: int, where: str, field: str) -> Iterator[Item]:
+    """Items of one JSON array, decoded incrementally (a block at a time), with the line each starts on."""
+    yield from _ArrayReader(text, head, line, where, field).items()
+
+
+class _ArrayReader:
+    """One JSON array read a block at a time: each item decoded whole, with the source line it starts on.
+
+    Hand-written rather than an incremental JSON library (ijson and the like): those do not tell on which
+    line of the source an item starts, and that line is part of the merged error report.
+
+    `buf[pos:]` is what is read and not yet consumed; `line` is the source line of `buf[pos]`.
+    """
+
+    def __init__(self, text: io.TextIOWrapper, head: str, line: int, where: str, field: str) -> None:
+        self.text, self.where, self.field = text, where, field
+        self.decoder = json.JSONDecoder()
+        self.buf, self.pos, self.eof = head, head.index("[") + 1, False
+        self.line = line
+
+    def items(self) -> Iterator[Item]:
+        expect_item, first = True, True
+        while True:
+            c = self._skip_ws()
+            if c == "":
+                raise self._bad("the JSON array is not closed")
+            if c == "]" and (first or not expect_item):
+                return
+            if not expect_item:
+                if c != ",":
+                    raise self._bad(f"expected ',' or ']' between items, found {c!r}")
+                self.pos += 1
+                expect_item = True
+                continue
+            item, end = self._decode()
+            if not isinstance(item, dict):
+                raise self._bad(f"an item must be a JSON object, not {_json_type(item)}")
+            raw = self.buf[self.pos : end]
+            yield self.line, json.dumps(item, separators=(",", ":"), ensure_ascii=False), item
+            self.line += raw.count("\n")
+            self.pos = end
+            expect_item, first = False, False
+
+    def _more(self) -> bool:
+        """Read the next block after what is not yet consumed; False at the end of the source."""
+        block = self.text.read(READ_BLOCK)
+        if not block:
+            self.eof = True
+            return False
+        self.buf = self.buf[self.pos :] + block
+        self.pos = 0
+        return True
+
+    def _skip_ws(self) -> str:
+        """Skip whitespace (counting lines), reading on as needed: the next character, or "" at the end."""
+        while True:
+            while self.pos < len(self.buf) and self.buf[self.pos] in " \t\r\n":
+                if self.buf[self.pos] == "\n":
+                    self.line += 1
+                self.pos += 1
+            if self.pos < len(self.buf):
+                return self.buf[self.pos]
+            if not self._more():
+                return ""
+
+    def _decode(self) -> tuple[Any, int]:
+        """The JSON value at `pos` and where it ends, reading more blocks until it is whole."""
+        while True:
+            try:
+                item, end = self.decoder.raw_decode(self.buf, self.pos)
+                if end == len(self.buf) and not self.eof and not isinstance(item, (dict, list, str)):
+                    raise json.JSONDecodeError("number may continue", self.buf, self.pos)  # a number cut by the block
+                return item, end
+            except json.JSONDecodeError as e:
+                if self.eof or not self._more():
+                    raise self._bad(f"not valid JSON ({e.msg})") from None
+
+    def _bad(self, what: str) -> errors.ApplicationError:
+        return errors.INVALID_INPUT(f"{self.field} {self.where!r} line {self.line}: {what}")

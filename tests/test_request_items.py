@@ -1,0 +1,79 @@
+"""Reading a source of request items: a JSON array read a block at a time keeps every item's line.
+
+The array reader is hand-written because it gives the source line of each item (the merged error report's
+`line`). These tests cut arrays into blocks far smaller than an item, so every item, string and number
+spans blocks, and check the lines, the items' texts and the error messages.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+from temporalio.exceptions import ApplicationError
+
+from activities import request_items
+from activities.locations import Source
+from activities.request_items import read_items
+
+ITEMS = [
+    {"uid": "a", "note": "a ] and a , and a {", "n": 1234567890123},
+    {"uid": "b", "text": "two\nlines", "nested": [1, {"x": "}"}], "ok": True},
+    {"uid": "ü", "score": -2.5e10, "none": None},
+]
+
+
+def pretty_array(items: list[dict]) -> str:
+    """One item a few lines long (indent 2), each starting on a known line."""
+    return "[\n" + ",\n".join(json.dumps(item, indent=2, ensure_ascii=False) for item in items) + "\n]\n"
+
+
+def item_lines(text: str) -> list[int]:
+    return [number for number, line in enumerate(text.splitlines(), 1) if line.startswith("{")]
+
+
+@pytest.mark.parametrize("block", [1, 3, 7, 64])
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
+def test_an_array_spanning_read_blocks_keeps_items_and_lines(tmp_path: Path, monkeypatch, block: int, compress: bool):
+    monkeypatch.setattr(request_items, "READ_BLOCK", block)
+    text = pretty_array(ITEMS)
+    path = tmp_path / ("items.json.gz" if compress else "items.json")
+    path.write_bytes(gzip.compress(text.encode()) if compress else text.encode())
+    got = list(read_items(Source(path=path), "source"))
+    assert [item for _, _, item in got] == ITEMS
+    assert [number for number, _, _ in got] == item_lines(text) == [2, 7, 18]
+    assert [json.loads(t) for _, t, _ in got] == ITEMS
+    assert all("\n" not in t for _, t, _ in got)  # compact: one chunk line per item
+
+
+def test_a_one_line_array_bigger_than_a_block(tmp_path: Path):
+    items = [{"uid": f"user-{i}", "pad": "x" * 40} for i in range(40_000)]  # about 2.5 MiB on one line
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps(items))
+    assert path.stat().st_size > 2 * request_items.READ_BLOCK
+    got = list(read_items(Source(path=path), "source"))
+    assert [item for _, _, item in got] == items
+    assert {number for number, _, _ in got} == {1}
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ('[\n{"uid": "a"},\n{"uid": "b"}\n', "line 4: the JSON array is not closed"),
+        ('[\n{"uid": "a"}\n{"uid": "b"}]', "line 3: expected ',' or ']' between items, found '{'"),
+        ('[\n{"uid": "a"},\n12345678901234,\n{"uid": "b"}]', "line 3: an item must be a JSON object, not a number"),
+        ('[\n{"uid": "a"},\n"a long string item"]', "line 3: an item must be a JSON object, not a string"),
+        ('[\n{"uid": "a",\n "x": tru}]', "line 2: not valid JSON (Expecting value)"),
+    ],
+    ids=["not-closed", "no-comma", "number-cut-by-blocks", "string", "bad-json"],
+)
+def test_errors_in_an_array_spanning_read_blocks_name_the_line(tmp_path: Path, monkeypatch, text: str, needle: str):
+    monkeypatch.setattr(request_items, "READ_BLOCK", 4)
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    with pytest.raises(ApplicationError) as info:
+        list(read_items(Source(path=path), "source"))
+    assert info.value.type == "InvalidInput"
+    assert f"source {str(path)!r} {needle}" == info.value.message
