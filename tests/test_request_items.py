@@ -41,7 +41,7 @@ def test_an_array_spanning_read_blocks_keeps_items_and_lines(tmp_path: Path, mon
     text = pretty_array(ITEMS)
     path = tmp_path / ("items.json.gz" if compress else "items.json")
     path.write_bytes(gzip.compress(text.encode()) if compress else text.encode())
-    got = list(read_items(Source(path=path), "source"))
+    got = list(read_items(Source(str(path)), "source"))
     assert [item for _, _, item in got] == ITEMS
     assert [number for number, _, _ in got] == item_lines(text) == [2, 7, 18]
     assert [json.loads(t) for _, t, _ in got] == ITEMS
@@ -53,7 +53,7 @@ def test_a_one_line_array_bigger_than_a_block(tmp_path: Path):
     path = tmp_path / "big.json"
     path.write_text(json.dumps(items))
     assert path.stat().st_size > 2 * request_items.READ_BLOCK
-    got = list(read_items(Source(path=path), "source"))
+    got = list(read_items(Source(str(path)), "source"))
     assert [item for _, _, item in got] == items
     assert {number for number, _, _ in got} == {1}
 
@@ -74,6 +74,6 @@ def test_errors_in_an_array_spanning_read_blocks_name_the_line(tmp_path: Path, m
     path = tmp_path / "bad.json"
     path.write_text(text)
     with pytest.raises(ApplicationError) as info:
-        list(read_items(Source(path=path), "source"))
+        list(read_items(Source(str(path)), "source"))
     assert info.value.type == "InvalidInput"
     assert f"source {str(path)!r} {needle}" == info.value.message
