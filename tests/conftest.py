@@ -92,3 +92,23 @@ def s3_server() -> Iterator[str]:
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, monkeypatch):
+    """(fs, bucket): a fresh bucket on the session's moto server, with this process's AWS settings pointed at it."""
+    import fsspec
+
+    for k, v in {
+        "AWS_ACCESS_KEY_ID": "t",
+        "AWS_SECRET_ACCESS_KEY": "t",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": s3_server,
+    }.items():
+        monkeypatch.setenv(k, v)
+    fsspec.get_filesystem_class("s3").clear_instance_cache()
+    fs = fsspec.filesystem("s3")
+    bucket = f"b-{uuid.uuid4().hex[:10]}"
+    fs.mkdir(bucket)
+    yield fs, bucket
+    fsspec.get_filesystem_class("s3").clear_instance_cache()

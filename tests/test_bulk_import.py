@@ -145,18 +145,8 @@ def test_simulator_models_the_org_limit(sim):
 # --- fast: object stores ------------------------------------------------------------------------------
 
 
-async def test_s3_source_and_destination(ts_env, ts_sim, tmp_path, s3_server, monkeypatch):
-    for k, v in {
-        "AWS_ACCESS_KEY_ID": "t",
-        "AWS_SECRET_ACCESS_KEY": "t",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": s3_server,
-    }.items():
-        monkeypatch.setenv(k, v)
-    fsspec.get_filesystem_class("s3").clear_instance_cache()
-    fs = fsspec.filesystem("s3")
-    bucket = f"b-{uuid.uuid4().hex[:10]}"
-    fs.mkdir(bucket)
+async def test_s3_source_and_destination(ts_env, ts_sim, tmp_path, s3_bucket):
+    fs, bucket = s3_bucket
     fs.pipe(f"{bucket}/in/users.ndjson.gz", gzip.compress("".join(json.dumps(u) + "\n" for u in users(25)).encode()))
     ts_sim.batch_defaults.update(duration=30, errors=2, page_size=1)
     try:

@@ -137,25 +137,13 @@ def test_big_inline_requests_are_staged_in_the_data_dir(tmp_path, capsys):
         )
 
 
-def test_big_inline_requests_are_staged_beside_an_object_store_destination(tmp_path, s3_server, monkeypatch):
-    for k, v in {
-        "AWS_ACCESS_KEY_ID": "t",
-        "AWS_SECRET_ACCESS_KEY": "t",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": s3_server,
-    }.items():
-        monkeypatch.setenv(k, v)
-    fsspec.get_filesystem_class("s3").clear_instance_cache()
-    try:
-        fs = fsspec.filesystem("s3")
-        fs.mkdir(bucket := f"b-{os.urandom(5).hex()}")
-        model = big_batch(f"s3://{bucket}/out/")
-        out, body = staged(model, Settings(fullstory_data_dir=str(tmp_path / "data"), fullstory_allowed_locations=None))
-        assert out.requests_url.startswith(f"s3://{bucket}/out/uploads/requests-")
-        assert json.loads(body)["requests"] == model.requests
-        assert fs.find(bucket) == [out.requests_url.removeprefix("s3://")]
-    finally:
-        fsspec.get_filesystem_class("s3").clear_instance_cache()
+def test_big_inline_requests_are_staged_beside_an_object_store_destination(tmp_path, s3_bucket):
+    fs, bucket = s3_bucket
+    model = big_batch(f"s3://{bucket}/out/")
+    out, body = staged(model, Settings(fullstory_data_dir=str(tmp_path / "data"), fullstory_allowed_locations=None))
+    assert out.requests_url.startswith(f"s3://{bucket}/out/uploads/requests-")
+    assert json.loads(body)["requests"] == model.requests
+    assert fs.find(bucket) == [out.requests_url.removeprefix("s3://")]
 
 
 @pytest.mark.parametrize(

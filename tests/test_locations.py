@@ -6,7 +6,6 @@ import asyncio
 import json
 import uuid
 
-import fsspec
 import pytest
 import pytest_asyncio
 from temporalio.client import WorkflowFailureError
@@ -69,23 +68,6 @@ def test_an_allowed_scheme_without_a_filesystem_is_unsupported():
 
 
 # --- Opening, reading, writing whole and publishing -------------------------------------------------------------
-
-
-@pytest.fixture
-def s3_bucket(s3_server, monkeypatch):
-    for k, v in {
-        "AWS_ACCESS_KEY_ID": "t",
-        "AWS_SECRET_ACCESS_KEY": "t",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": s3_server,
-    }.items():
-        monkeypatch.setenv(k, v)
-    fsspec.get_filesystem_class("s3").clear_instance_cache()
-    fs = fsspec.filesystem("s3")
-    bucket = f"b-{uuid.uuid4().hex[:10]}"
-    fs.mkdir(bucket)
-    yield fs, bucket
-    fsspec.get_filesystem_class("s3").clear_instance_cache()
 
 
 def test_source_opens_a_local_path_and_a_file_url(tmp_path):
