@@ -75,7 +75,7 @@ async def test_replay_catches_an_incompatible_change():
 # job.json beside the records). Every BatchImportWorkflow waiting today has already scheduled its
 # wait, so to them the new step is a command their history never had.
 #
-# The variants below apply the doc's diff without copying batch_import.py (a copy would drift from
+# The variants below apply the doc's diff without copying workflows/batch_job.py (a copy would drift from
 # it): each overrides the one place the wait is scheduled, `step(BatchActivities.wait_for_batch_job, ...)`, and runs
 # the new step first. Everything else is the production workflow, registered under the same name.
 
