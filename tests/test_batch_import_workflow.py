@@ -210,3 +210,22 @@ async def test_the_shortest_poll_interval_allowed_works(ts_env, sim, tmp_path):
         handle = await start(ts_env, tq, {"kind": "users", "job_id": job_id, "max_poll_interval": 1})
         result = await asyncio.wait_for(handle.result(), 60)
     assert (result.status, result.imports) == ("COMPLETED", 5)
+
+
+@pytest.mark.e2e  # simulated hours on the time-skipping server
+@pytest.mark.parametrize("duration", [10, 137, 3 * 3600 + 17])
+async def test_a_job_that_ends_between_two_checks_is_seen_within_a_tenth_of_its_age(ts_env, sim, tmp_path, duration):
+    """The wait checks a job every max(2 s, 10 % of its age): its end is seen that promptly, for jobs of
+    seconds and of hours alike (the cap, max_poll_interval, is set high so the age rule is what is tested)."""
+    job_id = sim.add_batch_job(kind="users", duration=duration, imports=3)
+    job = sim.batch.jobs[job_id]
+    async with running_worker(ts_env.client, sim.base_url, tmp_path) as tq:
+        handle = await start(ts_env, tq, {"kind": "users", "job_id": job_id, "max_poll_interval": "PT6H"})
+        result = await handle.result()
+    assert result.status == "COMPLETED"
+    checks = [r for r in sim.requests if r.route == STATUS_ROUTE]
+    seen = next(r.at for r in checks if r.at >= job.finished)
+    age = job.finished - job.created
+    assert seen - job.finished <= max(2.0, 0.1 * age) + 1.0, (seen - job.finished, age)  # + 1 s: scheduling
+    assert all(b.at - a.at <= max(2.0, 0.1 * (b.at - job.created)) + 1.0 for a, b in zip(checks, checks[1:]))
+    assert len(checks) < 2 * 60  # logarithmic in the job's length, not one check every 2 s

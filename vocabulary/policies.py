@@ -62,6 +62,17 @@ def poll_delay(check: int, cap: timedelta) -> timedelta:
     return min(cap, POLL_FIRST_GAP * POLL_BACKOFF ** min(max(0, check - 1), POLL_MAX_EXPONENT))
 
 
+# A job whose start time is known is checked every max(POLL_FIRST_GAP, POLL_ELAPSED_SHARE x its age), up to
+# the cap: its end is seen within 2 s for a job of seconds and within 10 % of its length for a job of
+# hours, at O(log) checks (each gap is a tenth of the age), and a job older than 10 x the cap at one a cap.
+POLL_ELAPSED_SHARE = 0.1
+
+
+def poll_delay_for_age(age: timedelta, cap: timedelta) -> timedelta:
+    """The gap before the next check of a job that has been running for `age` (no Retry-After sent)."""
+    return min(cap, max(POLL_FIRST_GAP, age * POLL_ELAPSED_SHARE))
+
+
 def poll_retry(max_interval: timedelta) -> RetryPolicy:
     """Retry policy of a wait: `poll_delay`'s curve, the fallback to the activity's `next_retry_delay`."""
     return RetryPolicy(
