@@ -151,7 +151,7 @@ def load_requests_file(locations: Locations, url: str) -> tuple[list[Any], dict[
     except json.JSONDecodeError as e:
         if e.msg != "Extra data":
             raise errors.INVALID_INPUT(f"requests_url {where!r}: not valid JSON: {e}") from None
-        data = [item for _, _, item in read_items(source, "requests_url")]  # NDJSON: one item a line
+        data = [json.loads(text) for _, text in read_items(source, "requests_url")]  # NDJSON: one item a line
     shared = None
     if isinstance(data, dict):
         shared = data.get("shared")

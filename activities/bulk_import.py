@@ -89,12 +89,12 @@ def child_workflow_id(parent_workflow_id: str, index: int) -> str:
     return f"{parent_workflow_id}-batch-{index:05d}"
 
 
-def _write_chunk(path: Path, texts: list[str], lines: list[int], shared: dict[str, Any] | None) -> None:
+def _write_chunk(path: Path, texts: list[bytes], lines: list[int], shared: dict[str, Any] | None) -> None:
     part = PartFile(path)
     part.open(0)
     try:
         part.write(b'{"requests":[')
-        part.write(",".join(texts).encode())
+        part.write(b",".join(texts))
         part.write(b"]")
         if shared is not None:
             part.write(b',"shared":' + json.dumps(shared, separators=(",", ":")).encode())
@@ -139,7 +139,7 @@ class BulkActivities:
         uploads: list[concurrent.futures.Future[str]] = []
 
         def stage() -> None:
-            texts: list[str] = []
+            texts: list[bytes] = []
             lines: list[int] = []
 
             def flush() -> None:
@@ -151,7 +151,7 @@ class BulkActivities:
                 texts.clear()
                 lines.clear()
 
-            for number, text, _item in read_items(source, "source"):
+            for number, text in read_items(source, "source"):
                 texts.append(text)
                 lines.append(number)
                 progress.items += 1

@@ -63,6 +63,7 @@ async def one(n: int) -> None:
                     assert w.proc is not None
                     with PeakRss(w.proc.pid) as rss:
                         t0 = time.monotonic()
+                        wall0 = time.time()
                         handle = await env.client.start_workflow(
                             "BulkImportWorkflow",
                             {"kind": "users", "source": str(source), "max_in_flight": 10},
@@ -73,6 +74,7 @@ async def one(n: int) -> None:
                         result = await handle.result()
                         wall = time.monotonic() - t0
                     history = await handle.fetch_history()
+                    await batch_timeline(env.client, f"bench-bulk-{n}", wall0, sim)
         scheduled = next(
             e
             for e in history.events
@@ -100,6 +102,53 @@ async def one(n: int) -> None:
         print(
             f"  worker peak RSS {mib(rss.peak)}, CPU {rss.cpu_seconds:.1f}s; parent history {len(history.events)}"
             f" events; simulator peak in progress {sim.batch.peak_in_progress}"
+        )
+
+
+def _activity_times(events: list) -> dict[str, tuple[float, float]]:
+    """Per activity type (first of each): (scheduled, completed) event times."""
+    scheduled: dict[int, tuple[str, float]] = {}
+    out: dict[str, tuple[float, float]] = {}
+    for e in events:
+        t = e.event_time.ToMicroseconds() / 1e6
+        if e.HasField("activity_task_scheduled_event_attributes"):
+            scheduled[e.event_id] = (e.activity_task_scheduled_event_attributes.activity_type.name, t)
+        elif e.HasField("activity_task_completed_event_attributes"):
+            name, t0 = scheduled[e.activity_task_completed_event_attributes.scheduled_event_id]
+            out.setdefault(name, (t0, t))
+    return out
+
+
+async def batch_timeline(client, parent_id: str, t0: float, sim: Simulator, first: int = 10) -> None:
+    """Per batch, seconds from the bulk import's start: child started, slot granted, job created, job
+    finished at Fullstory, end seen, child closed. The gaps between them are ours; the job's are Fullstory's."""
+    print("  batch  started  granted  created  fs-done  seen  closed   (s from start; ours = closed - fs-done)")
+    jobs = {j.id: j for j in sim.batch.jobs.values()}
+    for i in range(first):
+        handle = client.get_workflow_handle(f"{parent_id}-batch-{i:05d}")
+        try:
+            events = (await handle.fetch_history()).events
+        except Exception:
+            break
+        start = events[0].event_time.ToMicroseconds() / 1e6
+        closed = events[-1].event_time.ToMicroseconds() / 1e6
+        granted = next(
+            (
+                e.event_time.ToMicroseconds() / 1e6
+                for e in events
+                if e.HasField("workflow_execution_signaled_event_attributes")
+            ),
+            float("nan"),
+        )
+        acts = _activity_times(events)
+        result = await handle.result()
+        job = jobs.get(result["job_id"])
+        done = job.finished - sim.clock_now() + time.time() if job else float("nan")  # simulator clock -> wall
+        seen = acts.get("wait_for_batch_job", (float("nan"),) * 2)[1]
+        created = acts.get("create_batch_job", (float("nan"),) * 2)[1]
+        print(
+            f"  {i:5d}  {start - t0:7.1f}  {granted - t0:7.1f}  {created - t0:7.1f}  {done - t0:7.1f}"
+            f"  {seen - t0:5.1f}  {closed - t0:6.1f}   ours after Fullstory: {closed - done:4.1f}"
         )
 
 

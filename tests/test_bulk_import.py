@@ -71,7 +71,7 @@ def test_sources_ndjson_json_array_and_gzip_by_magic(tmp_path):
     (tmp_path / "c.data").write_bytes(gzip.compress(b'{"uid": "a"}\n{"uid": "b"}\n'))  # no .gz suffix
     for name, lines in (("a.ndjson", [1, 3]), ("b.json", [2, 4]), ("c.data", [1, 2])):
         got = list(read_items(Source(str(tmp_path / name)), "source"))
-        assert [(n, item) for n, _, item in got] == [(lines[0], {"uid": "a"}), (lines[1], {"uid": "b"})], name
+        assert [(n, json.loads(t)) for n, t in got] == [(lines[0], {"uid": "a"}), (lines[1], {"uid": "b"})], name
 
 
 @pytest_asyncio.fixture
@@ -353,3 +353,35 @@ def test_cli_stages_a_big_requests_file_instead_of_a_blob_error(dev_env, sim, wo
     assert proc.returncode == 0, proc.stderr
     assert "staged at" in proc.stderr
     assert json.loads(proc.stdout[proc.stdout.index("{") :])["imports"] == 30_000
+
+
+@pytest.mark.e2e
+async def test_batches_holding_a_slot_and_waiting_for_one_are_told_apart(ts_env, ts_sim, tmp_path):
+    """With 2 org slots and 6 batches started at once, the bulk import says 2 run at Fullstory and 4 wait."""
+    source = tmp_path / "data" / "users.ndjson"
+    source.parent.mkdir()
+    source.write_text("".join(json.dumps(u) + "\n" for u in users(12)))
+    ts_sim.batch_defaults.update(duration=600)
+    async with running_worker(
+        ts_env.client, ts_sim.base_url, tmp_path / "data", fullstory_max_batches_in_progress=2
+    ) as tq:
+        handle = await ts_env.client.start_workflow(
+            "BulkImportWorkflow",
+            {"kind": "users", "source": str(source), "batch_size": 2, "max_in_flight": 6},
+            id=f"slots-told-{uuid.uuid4().hex[:8]}",
+            task_queue=tq,
+            result_type=BulkImportResult,
+        )
+
+        seen: list[tuple[object, object]] = []
+        for _ in range(600):
+            progress = await handle.query("progress")
+            seen.append((progress.get("holding_slot"), progress.get("waiting_for_slot")))
+            if seen[-1] == (2, 4):
+                break
+            await asyncio.sleep(0.05)
+        assert seen[-1] == (2, 4), seen[-20:]
+        assert "2 running at Fullstory, 4 waiting for a batch slot" in progress["detail"]
+        assert len([r for r in ts_sim.requests if r.method == "POST"]) == 2  # only slot holders created a job
+        result = await handle.result()
+    assert result.batches == 6 and result.imports == 12

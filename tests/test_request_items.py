@@ -42,10 +42,9 @@ def test_an_array_spanning_read_blocks_keeps_items_and_lines(tmp_path: Path, mon
     path = tmp_path / ("items.json.gz" if compress else "items.json")
     path.write_bytes(gzip.compress(text.encode()) if compress else text.encode())
     got = list(read_items(Source(str(path)), "source"))
-    assert [item for _, _, item in got] == ITEMS
-    assert [number for number, _, _ in got] == item_lines(text) == [2, 7, 18]
-    assert [json.loads(t) for _, t, _ in got] == ITEMS
-    assert all("\n" not in t for _, t, _ in got)  # compact: one chunk line per item
+    assert [json.loads(t) for _, t in got] == ITEMS
+    assert [number for number, _ in got] == item_lines(text) == [2, 7, 18]
+    assert all(b"\n" not in t for _, t in got)  # compact: one chunk line per item
 
 
 def test_a_one_line_array_bigger_than_a_block(tmp_path: Path):
@@ -54,8 +53,8 @@ def test_a_one_line_array_bigger_than_a_block(tmp_path: Path):
     path.write_text(json.dumps(items))
     assert path.stat().st_size > 2 * request_items.READ_BLOCK
     got = list(read_items(Source(str(path)), "source"))
-    assert [item for _, _, item in got] == items
-    assert {number for number, _, _ in got} == {1}
+    assert [json.loads(t) for _, t in got] == items
+    assert {number for number, _ in got} == {1}
 
 
 @pytest.mark.parametrize(
@@ -77,3 +76,20 @@ def test_errors_in_an_array_spanning_read_blocks_name_the_line(tmp_path: Path, m
         list(read_items(Source(str(path)), "source"))
     assert info.value.type == "InvalidInput"
     assert f"source {str(path)!r} {needle}" == info.value.message
+
+
+def test_ndjson_bytes_pass_through_and_errors_read_as_before(tmp_path: Path):
+    path = tmp_path / "items.ndjson"
+    path.write_bytes(b'{"uid": "a", "n": 123456789012345678901234567890}\r\n\n  {"uid": "\xc3\xa9"}  \n')
+    got = list(read_items(Source(str(path)), "source"))
+    # The item's own bytes (stripped), not a re-serialisation; integers past 64 bits are still taken.
+    assert got == [(1, b'{"uid": "a", "n": 123456789012345678901234567890}'), (3, b'{"uid": "\xc3\xa9"}')]
+    for content, needle in (
+        (b'{"uid": "a"}\n{"uid": tru}\n', "line 2: not valid JSON (Expecting value)"),
+        (b'{"uid": "a"}\n[1, 2]\n', "line 2: an item must be a JSON object, not an array"),
+        (b'{"uid": "\xff"}\n', ": not UTF-8 text (invalid start byte)"),
+    ):
+        path.write_bytes(content)
+        with pytest.raises(ApplicationError) as info:
+            list(read_items(Source(str(path)), "source"))
+        assert info.value.message == f"source {str(path)!r}{'' if needle.startswith(':') else ' '}{needle}"

@@ -88,6 +88,8 @@ class Progress(ResultModel):
     waiting_until: datetime | None = None
     cursor: int | None = None
     cursor_iso: str | None = None
+    holding_slot: int | None = None  # a bulk import: its batches running at Fullstory (each holds an org slot)
+    waiting_for_slot: int | None = None  # ... and those started and waiting for an org batch slot
     updated_at: datetime | None = None
 
 

@@ -18,6 +18,7 @@ SLOTS_WORKFLOW = "BatchSlotsWorkflow"
 ACQUIRE_SIGNAL = "acquire"  # SlotRequest, to the slots workflow
 RELEASE_SIGNAL = "release"  # SlotRef, to the slots workflow
 GRANTED_SIGNAL = "batch_slot_granted"  # no payload, to the holder
+HELD_SIGNAL = "batch_slot_held"  # the holder's workflow id, from the holder to its parent (a bulk import)
 
 
 class SlotRequest(BaseModel):

@@ -43,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
         ResultModel,
     )
     from vocabulary.policies import HEARTBEAT_TIMEOUT, LONG_RETRY
+    from vocabulary.slot_messages import HELD_SIGNAL
     from vocabulary.texts import LIVE_STATUS_ROW, Row, at, code, location, plain, shorten, span
     from workflows.batch_job import BatchImportInput, BatchImportResult, BatchImportWorkflow
     from workflows.steps import ProgressTracker, ProgressWorkflow, StepText, parse_input, remaining
@@ -137,6 +138,16 @@ def workflow_id_for(args: BulkImportInput, unique: str) -> str:
 class BulkImportWorkflow(ProgressWorkflow):
     timeout_error = errors.BATCH_JOB_TIMEOUT
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.holding: set[str] = set()  # children (workflow ids) that told us they hold an org batch slot
+        self.slots_changed = False
+
+    @workflow.signal(name=HELD_SIGNAL)
+    def batch_slot_held(self, child_id: str) -> None:
+        self.holding.add(child_id)
+        self.slots_changed = True
+
     @workflow.run
     async def run(self, input: dict[str, Any]) -> BulkImportResult:
         args = parse_input(BulkImportInput, input)
@@ -203,11 +214,18 @@ class BulkImportWorkflow(ProgressWorkflow):
                 draining = started >= BATCHES_PER_RUN
             if not running:
                 break
-            say.running(len(running))
-            await workflow.wait(list(running.values()), return_when="FIRST_COMPLETED")
+            say.running(len(running), self.held(running, me))
+            # Wakes when a child ends, or when one tells it holds a slot (the UI then shows it apart).
+            await workflow.wait_condition(lambda: self.slots_changed or any(h.done() for h in running.values()))
+            self.slots_changed = False
             for index in [i for i, handle in running.items() if handle.done()]:
+                self.holding.discard(child_workflow_id(me, index))
                 self.count(state, running.pop(index))
-            say.running(len(running))
+            say.running(len(running), self.held(running, me))
+
+    def held(self, running: dict[int, Any], me: str) -> int:
+        """How many of the running children hold an org batch slot (the others wait for one)."""
+        return sum(child_workflow_id(me, index) in self.holding for index in running)
 
     async def merge(self, args: BulkImportInput, staged: StagedSource, state: BulkProgress, me: str) -> MergedRecords:
         """Phase 3: every batch's records into one NDJSON each (with batch and source line), and batches.ndjson."""
@@ -305,18 +323,24 @@ class BulkNarration:
             f"staging {self.args.source} did not finish in time",
         )
 
-    def running(self, in_flight: int) -> None:
+    def running(self, in_flight: int, holding: int) -> None:
         s, staged = self.state, self.state.staged
         assert staged is not None
         finished = s.done
         top = sorted(s.error_codes.items(), key=lambda kv: -kv[1])[:5]
+        waiting = in_flight - holding
         self.track(
             "running",
             f"Bulk {self.args.kind} import: {finished:,} of {staged.batches:,} batches finished, "
-            f"{in_flight} in progress",
+            f"{holding} running at Fullstory, {waiting} waiting for a batch slot",
             [
                 ("Staged", f"{staged.batches:,} batches, {staged.items:,} items"),
-                ("In progress", f"{in_flight} (at most {self.args.max_in_flight}; each holds an org batch slot)"),
+                ("Running at Fullstory", f"{holding} (each holds an org batch slot)"),
+                (
+                    "Waiting for a slot",
+                    f"{waiting} (FULLSTORY_MAX_BATCHES_IN_PROGRESS, shared by every import of this API key)",
+                ),
+                ("Started", f"{in_flight} at once at most {self.args.max_in_flight} (max_in_flight)"),
                 ("Finished", f"{s.done:,} ({s.failed:,} with failed items or failed)"),
                 ("Items so far", f"{s.imports:,} imported, {s.errors:,} failed"),
                 ("Error codes", ", ".join(f"{code(c, 40)} × {n:,}" for c, n in top)),
@@ -326,6 +350,8 @@ class BulkNarration:
             ],
             records=s.imports + s.errors,
             percent=round(100.0 * finished / max(staged.batches, 1), 1),
+            holding_slot=holding,
+            waiting_for_slot=waiting,
         )
 
     def continuing(self) -> None:

@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
     from vocabulary.slot_messages import (
         ACQUIRE_SIGNAL,
         GRANTED_SIGNAL,
+        HELD_SIGNAL,
         RELEASE_SIGNAL,
         SLOTS_WORKFLOW,
         BatchSlotsInput,
@@ -51,6 +52,7 @@ with workflow.unsafe.imports_passed_through():
 MAX_HISTORY = 4_000  # events before it continues as new
 REREQUEST_EVERY = timedelta(minutes=5)  # a waiting holder asks again (its grant may have been lost)
 BATCH_SLOTS_PATCH = "batch-slots"  # 2026-11: BatchImportWorkflow runs started before it hold no slot
+TELL_PARENT_PATCH = "batch-slot-held"  # 2026-12: a holder tells its parent (a bulk import) it holds a slot
 
 
 class BatchSlotsResult(ResultModel):
@@ -254,6 +256,7 @@ class SlotHolder:
         self.slots_id: str | None = None
         self.is_granted = False
         self.released = False
+        self.telling: asyncio.Future[None] | None = None
 
     def granted(self) -> None:
         self.is_granted = True
@@ -278,8 +281,24 @@ class SlotHolder:
                 if workflow.now() >= deadline:
                     await self.release()
                     raise owner.timeout_error("no batch slot became free before the deadline") from None
+        # Told alongside the create (same workflow task), not before it: the create waits for nothing of ours.
+        self.telling = asyncio.ensure_future(self.tell_parent())
+
+    async def tell_parent(self) -> None:
+        """A bulk import shows its batches holding a slot apart from those waiting for one."""
+        parent = workflow.info().parent
+        if parent is None or not workflow.patched(TELL_PARENT_PATCH):
+            return
+        try:
+            await workflow.get_external_workflow_handle(parent.workflow_id, run_id=parent.run_id).signal(
+                HELD_SIGNAL, workflow.info().workflow_id
+            )
+        except Exception:  # the parent is gone: nobody to tell
+            workflow.logger.info("batch slot held: parent %s not running", parent.workflow_id)
 
     async def release(self) -> None:
+        if self.telling is not None:
+            await self.telling
         if self.slots_id is None or self.released:
             return
         self.released = True
