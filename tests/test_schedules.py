@@ -94,6 +94,17 @@ def test_bad_schedule_arguments_are_one_line_and_exit_2(argv, expected, capsys):
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("command", ["", *BY_COMMAND])
+def test_every_schedule_command_has_help_with_its_defaults(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        make_parser().parse_args(["schedule", *([command] if command else []), "--help"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0 and out.startswith("usage: fullstory-jobs schedule")
+    if command:
+        out = " ".join(out.split())  # argparse wraps the help
+        assert "default: skip" in out and "P1D" in out and "default: on" in out and "--cron" in out
+
+
 def test_schedule_needs_an_id_and_a_workflow(capsys):
     with pytest.raises(SystemExit) as exit_:
         make_parser().parse_args(["schedule", "bulk-import", "--cron", "0 2 * * *"])
@@ -222,31 +233,21 @@ async def test_a_backfill_of_three_nights_imports_each_nights_file_and_overlap_s
         write_users(crm / f"users-{day:%Y-%m-%d}.ndjson", 4, f"{day:%Y-%m-%d}")
 
     schedule_id = f"nightly-users-{uuid.uuid4().hex[:6]}"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "cli.py"),
-            "schedule",
-            "bulk-import",
-            "--id",
-            schedule_id,
-            "--cron",
-            "0 2 * * *",
-            "--paused",  # so the real 02:00 never fires during the test; backfill and trigger still run
-            "--kind",
-            "users",
-            "--source",
-            str(crm / "users-{date}.ndjson"),
-            "--destination",
-            str(tmp_path / "imports"),
-            "--batch-size",
-            "2",
-        ],
-        env={**os.environ, **worker.env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
+    proc = cli_schedule(
+        worker,
+        tmp_path,
+        schedule_id,
+        "--cron",
+        "0 2 * * *",
+        "--paused",  # so the real 02:00 never fires during the test; backfill and trigger still run
+        "--kind",
+        "users",
+        "--source",
+        str(crm / "users-{date}.ndjson"),
+        "--destination",
+        str(tmp_path / "imports"),
+        "--batch-size",
+        "2",
     )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
@@ -305,4 +306,24 @@ async def test_a_backfill_of_three_nights_imports_each_nights_file_and_overlap_s
         triggered.action.workflow_id, result_type=BulkImportResult
     ).result()
     assert triggered.action.workflow_id.startswith(f"{schedule_id}-") and result.items == 4
+
+    # Run again: the same schedule updated (new time), still paused; a cron Temporal refuses is exit 2.
+    again = cli_schedule(worker, tmp_path, schedule_id, "--cron", "30 3 * * *", "--kind", "users", "--source", "x")
+    assert again.returncode == 0 and f"schedule {schedule_id} updated (it stays paused)" in again.stdout
+    described = await handle.describe()
+    assert {(t.hour, t.minute) for t in described.info.next_action_times} == {(3, 30)}
+    assert described.schedule.state.paused
+    bad = cli_schedule(worker, tmp_path, "other", "--cron", "every night", "--kind", "users", "--source", "x")
+    assert bad.returncode == 2 and "Temporal refused the schedule" in bad.stderr and "Traceback" not in bad.stderr
     await handle.delete()
+
+
+def cli_schedule(worker, cwd: Path, schedule_id: str, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "cli.py"), "schedule", "bulk-import", "--id", schedule_id, *argv],
+        env={**os.environ, **worker.env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+    )
