@@ -352,7 +352,7 @@ async def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
     )
     print(f"each run's workflow id: {args.id}-<scheduled time>, e.g. {args.id}-2026-12-03T02:00:00Z", flush=True)
     if nxt:
-        print(f"next runs: {nxt}", flush=True)
+        print(f"next runs{' (once unpaused)' if description.schedule.state.paused else ''}: {nxt}", flush=True)
     conn = f" --address {target.address}" + (
         f" --namespace {target.namespace}" if target.namespace != "default" else ""
     )
@@ -361,10 +361,10 @@ async def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
     for line in (
         f"temporal schedule list{conn}",
         f"temporal schedule describe{conn} {sid}",
-        f"temporal schedule toggle{conn} {sid} --pause --reason '...'    # --unpause to resume",
-        f"temporal schedule trigger{conn} {sid}                           # one run now",
+        f"temporal schedule toggle{conn} {sid} --pause --reason '...'   # --unpause to resume",
+        f"temporal schedule trigger{conn} {sid}   # one run now",
         f"temporal schedule backfill{conn} {sid} --overlap-policy BufferAll "
-        "--start-time 2026-12-01T00:00:00Z --end-time 2026-12-04T00:00:00Z   # the nights in that range, in turn",
+        "--start-time 2026-12-01T00:00:00Z --end-time 2026-12-04T00:00:00Z   # the runs due in that range, in turn",
         f"temporal schedule delete{conn} {sid}",
     ):
         print(f"  {line}", flush=True)

@@ -252,7 +252,7 @@ async def test_a_backfill_of_three_nights_imports_each_nights_file_and_overlap_s
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert f"schedule {schedule_id} created paused: BulkImportWorkflow cron '0 2 * * *' (UTC)" in out
-    assert "overlap skip, catch-up window P1D, pause on failure" in out
+    assert "overlap skip, catch-up window P1D, pause on failure" in out and "next runs (once unpaused): " in out
     for command in ("list", "describe", "toggle", "trigger", "backfill", "delete"):
         assert f"temporal schedule {command} --address " in out
 
