@@ -12,6 +12,8 @@ The one entry point (`python worker.py` is the same entry; `python cli.py` too).
     fullstory-jobs result WORKFLOW_ID                     wait for the result, print it as JSON
     fullstory-jobs pause WORKFLOW_ID                      a segment export sync: finish windows in flight, start none
     fullstory-jobs resume WORKFLOW_ID                     ...and carry on from its cursor
+    fullstory-jobs schedule bulk-import --id nightly-users --cron '0 2 * * *' --kind users \
+        --source '/crm/users-{date}.ndjson.gz'            create or update a Temporal Schedule (README: Nightly imports)
 
 `start` takes one flag per input field (see `fullstory-jobs start KIND --help`)
 or the whole input as JSON with `--input` (`@file.json` reads a file); flags
@@ -35,17 +37,27 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import (
     Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleState,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
     WorkflowExecutionDescription,
     WorkflowFailureError,
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.locations import Locations
 from infra.logging_setup import add_log_level_flag, configure_logging
@@ -60,7 +72,8 @@ from infra.temporal_connection import (
     ui_link,
 )
 from infra.worker_host import exit_now, serve, services
-from vocabulary.contract import describe_validation_error
+from vocabulary.contract import PositiveDuration, describe_validation_error
+from vocabulary.placeholders import fields_with_placeholders, fill_placeholders, unscheduled_message
 from wiring import allowed_locations, run_workers
 from workflows.batch_job import BatchImportInput
 from workflows.registry import BY_COMMAND, Job, start_texts
@@ -117,6 +130,11 @@ def _load_json(value: str, what: str) -> Any:
 
 
 def build_input(job: Job, args: argparse.Namespace) -> BaseModel:
+    return validate_input(job, input_data(job, args))
+
+
+def input_data(job: Job, args: argparse.Namespace) -> dict[str, Any]:
+    """The input as JSON from --input and the flags (flags override), not yet validated."""
     data: dict[str, Any] = {}
     if args.input:
         data = _load_json(args.input, "--input")
@@ -129,6 +147,10 @@ def build_input(job: Job, args: argparse.Namespace) -> BaseModel:
         if not _is_simple(info.annotation):
             value = _load_json(value, "--" + name.replace("_", "-"))
         data[name] = value
+    return data
+
+
+def validate_input(job: Job, data: dict[str, Any]) -> BaseModel:
     try:
         return job.input.model_validate(data)
     except ValidationError as e:
@@ -210,7 +232,10 @@ def stage_big_requests(job: Job, model: BaseModel, settings: Settings) -> BaseMo
 
 async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     job = BY_COMMAND[args.start_what]
-    model = stage_big_requests(job, build_input(job, args), settings)
+    data = input_data(job, args)
+    if placeholders := fields_with_placeholders(data):  # the workflow would refuse it: say so before starting
+        raise UsageError(unscheduled_message(placeholders) + f"; or `fullstory-jobs schedule {job.command}`")
+    model = stage_big_requests(job, validate_input(job, data), settings)
     target = for_cli()
     client = await connect_client(target)
     workflow_id = args.id or job.new_workflow_id(model)
@@ -219,6 +244,131 @@ async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
         print(f"follow it: fullstory-jobs status {workflow_id}; fullstory-jobs result {workflow_id}", flush=True)
         return 0
     return await _print_result(client, workflow_id, handle.result_run_id)
+
+
+# --- schedule: a Temporal Schedule that starts a workflow on a cron or an interval ---------------------
+
+OVERLAP = {
+    "skip": ScheduleOverlapPolicy.SKIP,
+    "buffer-one": ScheduleOverlapPolicy.BUFFER_ONE,
+    "buffer-all": ScheduleOverlapPolicy.BUFFER_ALL,
+    "cancel-other": ScheduleOverlapPolicy.CANCEL_OTHER,
+    "terminate-other": ScheduleOverlapPolicy.TERMINATE_OTHER,
+    "allow-all": ScheduleOverlapPolicy.ALLOW_ALL,
+}
+DEFAULT_CATCHUP_WINDOW = "P1D"
+_DURATION: TypeAdapter[timedelta] = TypeAdapter(PositiveDuration)
+
+
+def _duration(value: str, flag: str) -> timedelta:
+    try:
+        return _DURATION.validate_python(value)
+    except ValidationError:
+        raise UsageError(f"{flag}: {value!r} is not a duration: ISO 8601 (PT1H, P1D) or seconds, above zero") from None
+
+
+def schedule_spec(args: argparse.Namespace) -> ScheduleSpec:
+    """--cron or --every (exactly one), in UTC."""
+    if (args.cron is None) == (args.every is None):
+        raise UsageError("give exactly one of --cron EXPR or --every DURATION")
+    if args.cron is not None:
+        if not args.cron.strip():
+            raise UsageError("--cron: empty expression")
+        return ScheduleSpec(cron_expressions=[args.cron])  # Temporal checks the expression (exit 2 if bad)
+    return ScheduleSpec(intervals=[ScheduleIntervalSpec(every=_duration(args.every, "--every"))])
+
+
+def schedule_policy(args: argparse.Namespace) -> SchedulePolicy:
+    catchup = _duration(args.catchup_window, "--catchup-window")
+    if catchup < timedelta(seconds=10):
+        raise UsageError("--catchup-window: Temporal's minimum is 10 seconds")
+    return SchedulePolicy(overlap=OVERLAP[args.overlap], catchup_window=catchup, pause_on_failure=args.pause_on_failure)
+
+
+def schedule_input(job: Job, args: argparse.Namespace, settings: Settings) -> tuple[dict[str, Any], BaseModel]:
+    """(the action's input as JSON, the model its texts come from), validated here before anything is created.
+
+    A placeholder is no error: the input is validated with `{date}`/`{datetime}` filled as for a run now
+    (so `--start '{date}T00:00:00Z'` must still parse), and the schedule keeps each such field as given."""
+    data = input_data(job, args)
+    model = stage_big_requests(job, validate_input(job, fill_placeholders(data, datetime.now(UTC))), settings)
+    action_input = model.model_dump(mode="json", exclude_unset=True)
+    for name in fields_with_placeholders(data):
+        action_input[name] = data[name]
+    try:
+        return action_input, job.input.model_validate(action_input)  # the UI's texts show the placeholders
+    except ValidationError:
+        return action_input, model
+
+
+def _describe_spec(args: argparse.Namespace) -> str:
+    return f"cron {args.cron!r} (UTC)" if args.cron is not None else f"every {args.every}"
+
+
+async def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
+    """Create the schedule `--id`, or update it (keeping whether it is paused); print how to manage it."""
+    job = BY_COMMAND[args.schedule_what]
+    spec, policy = schedule_spec(args), schedule_policy(args)
+    action_input, texts_model = schedule_input(job, args, settings)
+    summary, details = start_texts(job.name, texts_model)
+    schedule = Schedule(
+        action=ScheduleActionStartWorkflow(
+            job.name,
+            action_input,
+            id=args.id,  # each run's id: this + "-" + its scheduled time (Temporal appends it)
+            task_queue=settings.fullstory_task_queue,
+            static_summary=summary,
+            static_details=details,
+        ),
+        spec=spec,
+        policy=policy,
+        state=ScheduleState(paused=args.paused, note=f"fullstory-jobs schedule {job.command}"),
+    )
+    target = for_cli()
+    client = await connect_client(target)
+    try:
+        try:
+            await client.create_schedule(args.id, schedule)
+            verb = "created" + (" paused" if args.paused else "")
+        except ScheduleAlreadyRunningError:
+
+            def keep_state(current: ScheduleUpdateInput) -> ScheduleUpdate:
+                schedule.state = current.description.schedule.state
+                return ScheduleUpdate(schedule=schedule)
+
+            await client.get_schedule_handle(args.id).update(keep_state)
+            verb = "updated" + (" (it stays paused)" if schedule.state.paused else "")
+    except RPCError as e:
+        if e.status == RPCStatusCode.INVALID_ARGUMENT:  # a bad cron expression, say
+            raise UsageError(f"Temporal refused the schedule: {e.message.splitlines()[0]}") from None
+        raise
+    description = await client.get_schedule_handle(args.id).describe()
+    nxt = ", ".join(t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") for t in description.info.next_action_times[:3])
+    print(f"schedule {args.id} {verb}: {job.name} {_describe_spec(args)}", flush=True)
+    print(
+        f"policies: overlap {args.overlap}, catch-up window {args.catchup_window}, "
+        f"{'pause' if policy.pause_on_failure else 'do not pause'} on failure",
+        flush=True,
+    )
+    print(f"each run's workflow id: {args.id}-<scheduled time>, e.g. {args.id}-2026-12-03T02:00:00Z", flush=True)
+    if nxt:
+        print(f"next runs{' (once unpaused)' if description.schedule.state.paused else ''}: {nxt}", flush=True)
+    conn = f" --address {target.address}" + (
+        f" --namespace {target.namespace}" if target.namespace != "default" else ""
+    )
+    sid = f"--schedule-id {args.id}"
+    print("manage it with Temporal's own commands:", flush=True)
+    for line in (
+        f"temporal schedule list{conn}",
+        f"temporal schedule describe{conn} {sid}",
+        f"temporal schedule toggle{conn} {sid} --pause --reason '...'   # --unpause to resume",
+        f"temporal schedule trigger{conn} {sid}   # one run now",
+        f"temporal schedule backfill{conn} {sid} --overlap-policy BufferAll "
+        "--start-time 2026-12-01T00:00:00Z --end-time 2026-12-04T00:00:00Z   # the runs due in that range, in turn",
+        f"temporal schedule delete{conn} {sid}",
+    ):
+        print(f"  {line}", flush=True)
+    return 0
 
 
 async def cmd_demo(settings: Settings) -> int:
@@ -361,6 +511,44 @@ def make_parser() -> argparse.ArgumentParser:
         sub.add_argument("--id", help="workflow id (default: derived from the job, so a second start joins the first)")
         sub.add_argument("--wait", action="store_true", help="wait for the result and print it")
         add_model_flags(sub, job.input, job.hidden_fields)
+    schedule = commands.add_parser(
+        "schedule",
+        help="create or update a Temporal Schedule that starts a workflow on a cron or an interval",
+        description="Create (or update) the Temporal Schedule --id: it starts WORKFLOW on --cron (UTC) or --every, "
+        "each run with the workflow id ID-<scheduled time>. String inputs may hold {date} (2026-12-03) and "
+        "{datetime} (2026-12-03T02-00-00Z), filled from each run's scheduled time (UTC). List, pause, trigger, "
+        "backfill and delete it with `temporal schedule ...` (README: Nightly imports).",
+    )
+    scheduled = schedule.add_subparsers(dest="schedule_what", metavar="WORKFLOW", required=True)
+    for job in BY_COMMAND.values():
+        sub = scheduled.add_parser(
+            job.command, help=f"schedule a {job.name}", description=(job.input.__doc__ or "").strip()
+        )
+        sub.add_argument("--id", required=True, help="the schedule id; each run's workflow id is ID-<scheduled time>")
+        when = sub.add_argument_group("when (exactly one)")
+        when.add_argument("--cron", metavar="EXPR", help="cron expression, in UTC: '0 2 * * *' is 02:00 UTC daily")
+        when.add_argument("--every", metavar="DURATION", help="an interval, ISO 8601 (PT6H, P1D) or seconds")
+        sub.add_argument(
+            "--overlap",
+            choices=list(OVERLAP),
+            default="skip",
+            help="a run due while the last one still runs (default: skip: it does not start, and is counted)",
+        )
+        sub.add_argument(
+            "--catchup-window",
+            metavar="DURATION",
+            default=DEFAULT_CATCHUP_WINDOW,
+            help="after an outage, runs missed by less than this still start (default: P1D, one day)",
+        )
+        sub.add_argument(
+            "--pause-on-failure",
+            action=argparse.BooleanOptionalAction,
+            default=True,
+            help="pause the schedule when a run fails (default: on; resume with `temporal schedule toggle --unpause`)",
+        )
+        sub.add_argument("--paused", action="store_true", help="create it paused (an update keeps its current state)")
+        sub.add_argument("--input", metavar="JSON", help="the whole input as JSON (or @file.json); flags override it")
+        add_model_flags(sub, job.input, job.hidden_fields)
     status = commands.add_parser(
         "status",
         help="a workflow's status, progress (the `progress` query) and pending "
@@ -383,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command = args.command or "worker"
     configure_logging(args.log_level)
-    if command in ("start", "status", "result", "pause", "resume"):
+    if command in ("start", "schedule", "status", "result", "pause", "resume"):
         logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))  # stdout is the answer
     try:
         settings = load_settings()
@@ -394,6 +582,7 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(cmd_demo(settings))
         handler = {
             "start": cmd_start,
+            "schedule": cmd_schedule,
             "status": cmd_status,
             "result": cmd_result,
             "pause": cmd_update,

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar, NamedTuple, NoReturn, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError, RetryState, TimeoutError, TimeoutType
 
 with workflow.unsafe.imports_passed_through():
@@ -29,10 +29,20 @@ with workflow.unsafe.imports_passed_through():
     from activities.locations import CheckLocationsParams, LocationActivities
     from vocabulary import errors
     from vocabulary.contract import Progress, describe_validation_error
+    from vocabulary.placeholders import (
+        SCHEDULED_START_TIME,
+        fields_with_placeholders,
+        fill_placeholders,
+        unscheduled_message,
+    )
     from vocabulary.policies import CALL_RETRY, CALL_TIMEOUT, UNATTENDED_STEP_BUDGET
     from vocabulary.texts import Row, current_details, escape, one_line
 
 CHECK_LOCATIONS_PATCH = "check-locations"  # 2026-11: runs started before it replay without the check
+# 2026-12: a run not started by a schedule whose input holds {date}/{datetime} fails with InvalidInput;
+# runs started before (none had a reason to hold one) replay as they ran.
+UNSCHEDULED_PLACEHOLDERS_PATCH = "unscheduled-placeholders"
+SCHEDULED_START_KEY = SearchAttributeKey.for_datetime(SCHEDULED_START_TIME)
 
 M = TypeVar("M", bound=BaseModel)
 P = TypeVar("P")
@@ -50,10 +60,32 @@ def parse_input(model: type[M], raw: Any) -> M:
     """Validate a workflow input; bad input fails the workflow at once (never a retry loop)."""
     if isinstance(raw, model):
         return raw
+    raw = fill_scheduled_placeholders(raw)
     try:
         return model.model_validate(raw)
     except ValidationError as e:
         raise errors.INVALID_INPUT(describe_validation_error(model, e)) from None
+
+
+def scheduled_time() -> datetime | None:
+    """The time the schedule that started this run scheduled it for (late, caught up or backfilled runs
+    included); None when no schedule started it. Deterministic: from the run's start event."""
+    return workflow.info().typed_search_attributes.get(SCHEDULED_START_KEY)
+
+
+def fill_scheduled_placeholders(raw: Any) -> Any:
+    """A scheduled run's input with {date}/{datetime} in its top-level strings filled from its scheduled
+    time (vocabulary/placeholders.py). Outside a schedule a placeholder is an InvalidInput: it would
+    otherwise name a file that does not exist. An input without placeholders is returned as it is."""
+    fields = fields_with_placeholders(raw)
+    if not fields or not workflow.in_workflow():
+        return raw
+    scheduled = scheduled_time()
+    if scheduled is not None:
+        return fill_placeholders(raw, scheduled)
+    if workflow.patched(UNSCHEDULED_PLACEHOLDERS_PATCH):
+        raise errors.INVALID_INPUT(unscheduled_message(fields))
+    return raw
 
 
 def raise_activity_failure(err: ActivityError, *, timeout_message: str, timeout_error: errors.ErrorType) -> NoReturn:
