@@ -31,7 +31,7 @@ from activities.fullstory_client import malformed_error, next_check_text
 from activities.heartbeat import Heartbeater, resume_details
 from activities.journal import Journal
 from activities.locations import Locations, PartFile, safe_name
-from activities.request_items import open_source, read_items  # NDJSON, JSON array or object; gzip or not
+from activities.request_items import open_source, read_items, staged_lines  # NDJSON/JSON array, gzip or not
 from vocabulary import errors
 from vocabulary.contract import MAX_BATCH_REQUESTS, BatchJobStatus, BatchKind
 from vocabulary.policies import poll_delay, poll_delay_for_age
@@ -189,20 +189,13 @@ class BatchActivities:
             return await self._create_batch_job(params)
 
     async def _create_batch_job(self, params: CreateBatchJobParams) -> BatchJob:
-        requests, shared = params.requests, params.shared
-        if params.requests_url:
-            requests, shared = await asyncio.to_thread(load_requests_file, self.locations, params.requests_url)
-        if shared is not None and params.kind != "events":
-            raise errors.INVALID_INPUT("shared is only allowed for events batches")
-        body: dict[str, Any] = {"requests": requests}
-        if shared is not None:
-            body["shared"] = shared
-        what = f"create {params.kind} batch job ({len(requests or [])} requests)"
+        count, body = await asyncio.to_thread(self._create_body, params)
+        what = f"create {params.kind} batch job ({count} requests)"
         response = await self.client.call(
             "POST",
             f"/v2/{params.kind}/batch",
             what=what,
-            json_body=body,
+            content=body,
             headers={"Idempotency-Key": params.idempotency_key},
         )
         try:
@@ -211,6 +204,22 @@ class BatchActivities:
             raise malformed_error(what, "the response has no job id") from None
         activity.logger.info("created %s batch job %s", params.kind, job.id)
         return job
+
+    def _create_body(self, params: CreateBatchJobParams) -> tuple[int, bytes]:
+        """(how many requests, the create's JSON body). A bulk import's staged chunk IS that body: its bytes
+        are sent as they are, never parsed into objects (flat memory, and the same bytes after any crash)."""
+        if params.requests_url and (lines := staged_lines(self.locations, params.requests_url)) is not None:
+            with self.locations.source(params.requests_url, "requests_url").open() as fh:
+                return len(lines), fh.read()
+        requests, shared = params.requests, params.shared
+        if params.requests_url:
+            requests, shared = load_requests_file(self.locations, params.requests_url)
+        if shared is not None and params.kind != "events":
+            raise errors.INVALID_INPUT("shared is only allowed for events batches")
+        body: dict[str, Any] = {"requests": requests}
+        if shared is not None:
+            body["shared"] = shared
+        return len(requests or []), json.dumps(body, separators=(",", ":")).encode()
 
     @activity.defn(name="wait_for_batch_job")
     async def wait_for_batch_job(self, params: WaitForBatchJobParams) -> BatchJobDetails:

@@ -23,13 +23,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import orjson
 from pydantic import BaseModel
 from temporalio import activity
 from temporalio.client import Client, WorkflowFailureError
 
 from activities.heartbeat import Heartbeater
 from activities.locations import Destination, Locations, PartFile, safe_name
-from activities.request_items import read_items
+from activities.request_items import chunk_name, read_items, staged_items, staged_lines, write_staged_chunk
 from vocabulary import errors
 from vocabulary.contract import BatchKind
 
@@ -80,33 +81,9 @@ class StageProgress(BaseModel):
     batches: int = 0
 
 
-def chunk_name(index: int) -> str:
-    return f"chunk-{index:05d}.json"
-
-
 def child_workflow_id(parent_workflow_id: str, index: int) -> str:
     """A chunk's BatchImportWorkflow id: stable, so its Idempotency-Key survives any crash or continue-as-new."""
     return f"{parent_workflow_id}-batch-{index:05d}"
-
-
-def _write_chunk(path: Path, texts: list[bytes], lines: list[int], shared: dict[str, Any] | None) -> None:
-    part = PartFile(path)
-    part.open(0)
-    try:
-        part.write(b'{"requests":[')
-        part.write(b",".join(texts))
-        part.write(b"]")
-        if shared is not None:
-            part.write(b',"shared":' + json.dumps(shared, separators=(",", ":")).encode())
-        part.write(b',"lines":' + json.dumps(lines, separators=(",", ":")).encode() + b"}")
-        part.commit()
-    finally:
-        part.close()
-
-
-def _read_location(locations: Locations, location: str, field: str) -> bytes:
-    with locations.source(location, field).open() as fh:
-        return fh.read()
 
 
 def _lines_of(locations: Locations, location: str, field: str) -> Iterator[bytes]:
@@ -114,8 +91,10 @@ def _lines_of(locations: Locations, location: str, field: str) -> Iterator[bytes
         yield from fh
 
 
-def canonical(item: Any) -> str:
-    return json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+def canonical(item: Any) -> bytes:
+    """An item's identity, whatever its key order: how an error record's echoed item finds its source line.
+    (orjson on both sides: it reads integers past 64 bits as floats, alike on both, so they still match.)"""
+    return orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
 
 
 class BulkActivities:
@@ -143,10 +122,9 @@ class BulkActivities:
             lines: list[int] = []
 
             def flush() -> None:
-                path = chunks / chunk_name(progress.batches)
-                _write_chunk(path, texts, lines, params.shared)
-                if dest.remote is not None:
-                    uploads.append(asyncio.run_coroutine_threadsafe(dest.publish(path), loop))
+                for path in write_staged_chunk(chunks, progress.batches, texts, lines, params.shared):
+                    if dest.remote is not None:
+                        uploads.append(asyncio.run_coroutine_threadsafe(dest.publish(path), loop))
                 progress.batches += 1
                 texts.clear()
                 lines.clear()
@@ -243,6 +221,22 @@ class BulkActivities:
                     )
         return line
 
+    def _lines_by_item(self, chunk_location: str) -> dict[bytes, list[int]]:
+        """Each item of a chunk (by `canonical`) -> its source lines, first occurrence last (for pop())."""
+        by_item: dict[bytes, list[int]] = defaultdict(list)
+        lines = staged_lines(self.locations, chunk_location)
+        with self.locations.source(chunk_location, "chunk").open() as fh:
+            if lines is not None:  # one item a line: read a line at a time
+                for raw, number in zip(staged_items(fh), lines, strict=False):
+                    by_item[canonical(orjson.loads(raw))].append(number)
+            else:  # staged before 2026-12: the lines inside the chunk
+                chunk = orjson.loads(fh.read())
+                for item, number in zip(chunk["requests"], chunk.get("lines") or [], strict=False):
+                    by_item[canonical(item)].append(number)
+        for queue in by_item.values():
+            queue.reverse()
+        return by_item
+
     def _merge_one(
         self,
         out: PartFile,
@@ -254,18 +248,14 @@ class BulkActivities:
         counts: dict[str, int],
     ) -> None:
         """Append batch `index`'s records, each with `batch` and the source `line` of its item."""
-        chunk = json.loads(_read_location(self.locations, chunk_location, "chunk"))
-        by_item: dict[str, list[int]] = defaultdict(list)
-        for item, number in zip(chunk["requests"], chunk.get("lines") or [], strict=False):
-            by_item[canonical(item)].append(number)
-        for queue in by_item.values():
-            queue.reverse()  # pop() from the end = the first occurrence first
+        by_item = self._lines_by_item(chunk_location)
         singular = "event" if kind == "events" else "user"
         for raw in _lines_of(self.locations, records_location, which):
             if not raw.strip():
                 continue
-            record = json.loads(raw)
-            item = record.get(singular) if which == "errors" else record
+            record = json.loads(raw)  # written out exactly; its orjson reading only finds the item's line
+            echoed = orjson.loads(raw)
+            item = echoed.get(singular) if which == "errors" else echoed
             found = by_item.get(canonical(item)) if item is not None else None
             number = found.pop() if found else None
             if number is None:

@@ -4,19 +4,26 @@ Every item comes with the source line it starts on: the merged error report of a
 each record's `line`. Never the whole source in memory: a block of `READ_BLOCK` characters at a time.
 
 Used by the bulk import's staging (activities/bulk_import.py) and by `requests_url` of a single batch
-job (activities/batch_job.py).
+job (activities/batch_job.py). Also the format of a staged chunk, which both of them read:
+
+- `chunk-NNNNN.json`: the very body of the batch create, `{"requests":[` one item a line `],"shared":...}`:
+  the create sends its bytes as they are (the same bytes after any crash: the Idempotency-Key holds);
+- `lines-NNNNN.json`: the source line of each item, for the merged error report.
+(Chunks staged before 2026-12 hold their lines inside, under "lines", and are read the old way.)
 """
 
 from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
-from activities.locations import Source
+from activities.locations import Locations, PartFile, Source
 from vocabulary import errors
 
 READ_BLOCK = 1 << 20
@@ -182,3 +189,56 @@ class _ArrayReader:
 
     def _bad(self, what: str) -> errors.ApplicationError:
         return errors.INVALID_INPUT(f"{self.field} {self.where!r} line {self.line}: {what}")
+
+
+# --- Staged chunks ---------------------------------------------------------------------------------------
+
+_CHUNK = re.compile(r"chunk-(\d{5})\.json$")
+
+
+def chunk_name(index: int) -> str:
+    return f"chunk-{index:05d}.json"
+
+
+def lines_name(index: int) -> str:
+    return f"lines-{index:05d}.json"
+
+
+def write_staged_chunk(folder: Path, index: int, texts: list[bytes], lines: list[int], shared: Any) -> list[Path]:
+    """Chunk `index` (the create body, one item a line) and its lines, each written whole; their paths."""
+    body = b'{"requests":[\n' + b",\n".join(texts) + b"\n]"
+    if shared is not None:
+        body += b',"shared":' + json.dumps(shared, separators=(",", ":")).encode()
+    paths = [folder / chunk_name(index), folder / lines_name(index)]
+    for path, data in zip(paths, (body + b"}", json.dumps(lines, separators=(",", ":")).encode()), strict=True):
+        part = PartFile(path)
+        part.open(0)
+        try:
+            part.write(data)
+            part.commit()
+        finally:
+            part.close()
+    return paths
+
+
+def staged_lines(locations: Locations, chunk_location: str) -> list[int] | None:
+    """The source lines of a staged chunk's items; None for a file that is no staged chunk (or an old one)."""
+    found = _CHUNK.search(chunk_location)
+    if found is None:
+        return None
+    lines_location = chunk_location[: found.start()] + lines_name(int(found.group(1)))
+    try:
+        with locations.source(lines_location, "chunk lines").open() as fh:
+            lines = json.loads(fh.read())
+    except FileNotFoundError:
+        return None
+    return lines if isinstance(lines, list) else None
+
+
+def staged_items(fh: IO[bytes]) -> Iterator[bytes]:
+    """The items of a staged chunk (as written by `write_staged_chunk`), a line at a time."""
+    fh.readline()  # {"requests":[
+    for line in fh:
+        if line.startswith(b"]"):
+            return
+        yield line.rstrip(b"\r\n").removesuffix(b",")
