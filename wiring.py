@@ -24,7 +24,7 @@ from activities.legacy_export import BundleStoreActivities
 from activities.locations import Locations
 from activities.metrics import Metrics
 from infra.settings import Settings
-from infra.versioning import deployment_config, deployment_version, make_first_version_current
+from infra.versioning import deployment_config, deployment_version, make_first_version_current, workflow_runner
 from infra.worker_host import Services
 from workflows.registry import WORKFLOWS, activity_classes
 
@@ -88,6 +88,7 @@ def make_workers(client: Client, fullstory: FullstoryClient, settings: Settings)
         default_heartbeat_throttle_interval=timedelta(seconds=1),
         # FULLSTORY_DEPLOYMENT_NAME set: both workers run as one Worker Deployment Version (None: unversioned).
         deployment_config=deployment_config(settings),
+        workflow_runner=workflow_runner(settings),  # unversioned: without the workflows' versioning behaviour
     )
     downloads = queues.pop(BundleStoreActivities.task_queue_suffix)
     assert set(queues) == {""}, f"activities on a task queue no worker polls: {sorted(queues)}"

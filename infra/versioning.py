@@ -14,7 +14,9 @@ import asyncio
 import hashlib
 import importlib.metadata
 import logging
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from temporalio.api.workflowservice.v1 import (
     DescribeWorkerDeploymentRequest,
@@ -22,7 +24,14 @@ from temporalio.api.workflowservice.v1 import (
 )
 from temporalio.client import Client
 from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
-from temporalio.worker import WorkerDeploymentConfig
+from temporalio.worker import (
+    WorkerDeploymentConfig,
+    WorkflowInstance,
+    WorkflowInstanceDetails,
+    WorkflowRunner,
+)
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
+from temporalio.workflow import _Definition
 
 from infra.settings import Settings
 
@@ -75,6 +84,56 @@ def deployment_config(settings: Settings) -> WorkerDeploymentConfig | None:
     return WorkerDeploymentConfig(
         version=version, use_worker_versioning=True, default_versioning_behavior=DEFAULT_BEHAVIOR
     )
+
+
+def workflow_runner(settings: Settings) -> WorkflowRunner:
+    """The SDK's sandboxed runner; unversioned, one that leaves the workflows' versioning behaviour out.
+
+    temporalio sends a workflow's `@workflow.defn(versioning_behavior=...)` with every workflow task
+    completion, versioned or not, and a server (1.32, the dev server included) refuses it from an
+    unversioned worker: "versioning behavior cannot be specified without deployment options being set
+    with versioned mode", and the workflow never gets past its first task. So the behaviour is
+    declared once, on the workflow, and dropped here when FULLSTORY_DEPLOYMENT_NAME is unset.
+    """
+    runner = SandboxedWorkflowRunner()
+    return runner if settings.fullstory_deployment_name is not None else UnversionedRunner(runner)
+
+
+class UnversionedRunner(WorkflowRunner):
+    def __init__(self, inner: WorkflowRunner) -> None:
+        self.inner = inner
+
+    def prepare_workflow(self, defn: _Definition) -> None:
+        self.inner.prepare_workflow(defn)
+
+    def create_instance(self, det: WorkflowInstanceDetails) -> WorkflowInstance:
+        return UnversionedInstance(self.inner.create_instance(det))
+
+    def set_worker_level_failure_exception_types(self, types: Sequence[type[BaseException]]) -> None:
+        self.inner.set_worker_level_failure_exception_types(types)
+
+
+class UnversionedInstance(WorkflowInstance):
+    def __init__(self, inner: WorkflowInstance) -> None:
+        self.inner = inner
+
+    def activate(self, act: Any) -> Any:
+        completion = self.inner.activate(act)
+        if completion.HasField("successful"):
+            completion.successful.versioning_behavior = VersioningBehavior.UNSPECIFIED.value
+        return completion
+
+    def get_serialization_context(self, command_info: Any) -> Any:
+        return self.inner.get_serialization_context(command_info)
+
+    def get_external_store_context(self, command_info: Any) -> Any:
+        return self.inner.get_external_store_context(command_info)
+
+    def get_info(self) -> Any:
+        return self.inner.get_info()
+
+    def get_thread_id(self) -> int | None:
+        return self.inner.get_thread_id()
 
 
 async def make_first_version_current(client: Client, version: WorkerDeploymentVersion, timeout: float = 30.0) -> bool:
