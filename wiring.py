@@ -7,8 +7,10 @@ either. Tests and the screenshot script build their workers with `make_workers`,
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
+import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
@@ -22,9 +24,11 @@ from activities.legacy_export import BundleStoreActivities
 from activities.locations import Locations
 from activities.metrics import Metrics
 from infra.settings import Settings
+from infra.versioning import deployment_config, deployment_version, make_first_version_current, workflow_runner
 from infra.worker_host import Services
 from workflows.registry import WORKFLOWS, activity_classes
 
+log = logging.getLogger("fullstory_jobs.worker")
 GRACEFUL_SHUTDOWN = timedelta(seconds=20)  # SIGTERM: in-flight activities get this long (k8s grace period: 30 s)
 
 
@@ -82,6 +86,9 @@ def make_workers(client: Client, fullstory: FullstoryClient, settings: Settings)
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         max_heartbeat_throttle_interval=timedelta(seconds=1),
         default_heartbeat_throttle_interval=timedelta(seconds=1),
+        # FULLSTORY_DEPLOYMENT_NAME set: both workers run as one Worker Deployment Version (None: unversioned).
+        deployment_config=deployment_config(settings),
+        workflow_runner=workflow_runner(settings),  # unversioned: without the workflows' versioning behaviour
     )
     downloads = queues.pop(BundleStoreActivities.task_queue_suffix)
     assert set(queues) == {""}, f"activities on a task queue no worker polls: {sorted(queues)}"
@@ -117,4 +124,15 @@ async def run_workers(rt: Services) -> AsyncIterator[None]:
         stack.push_async_callback(fullstory.aclose)
         for w in make_workers(rt.client, fullstory, rt.settings):
             await stack.enter_async_context(w)
+        version = deployment_version(rt.settings)
+        if version is not None:
+            log.info("worker deployment version %s", version.to_canonical_string())
+            bootstrap = asyncio.create_task(make_first_version_current(rt.client, version))
+            stack.push_async_callback(cancel, bootstrap)
         yield
+
+
+async def cancel(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     # workflow); a slot whose holder no longer runs is reclaimed after at most the reclaim interval.
     fullstory_max_batches_in_progress: int = Field(default=DEFAULT_MAX_BATCHES_IN_PROGRESS, gt=0)
     fullstory_batch_slot_reclaim_seconds: float = Field(default=DEFAULT_BATCH_SLOT_RECLAIM_SECONDS, ge=1)
+    # Worker Versioning (infra/versioning.py): set, the workers run as the Worker Deployment Version
+    # <name>.<build id>; unset (make run, the tests), unversioned. Build id unset: package version + code hash.
+    fullstory_deployment_name: str | None = Field(default=None, max_length=200)
+    fullstory_build_id: str | None = Field(default=None, max_length=200)
 
     # Where the worker serves /metrics (Prometheus) and /healthz + /readyz; off when the port is unset.
     fullstory_listen_host: str = "127.0.0.1"
@@ -51,6 +55,18 @@ class Settings(BaseSettings):
         if not v.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return v.rstrip("/")
+
+    @field_validator("fullstory_deployment_name", "fullstory_build_id", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, v: object) -> object:
+        return (v.strip() or None) if isinstance(v, str) else v
+
+    @field_validator("fullstory_deployment_name")
+    @classmethod
+    def _no_dot(cls, v: str | None) -> str | None:
+        if v is not None and "." in v:
+            raise ValueError("must not contain '.' (Temporal writes a version as <deployment name>.<build id>)")
+        return v
 
     def api_key(self) -> str | None:
         """The Fullstory key, from FULLSTORY_API_KEY or the file FULLSTORY_API_KEY_FILE names."""

@@ -355,7 +355,7 @@ def test_the_api_key_file_is_the_mounted_secret_and_the_secret_holds_no_real_key
     assert "REPLACE" in values[item["key"]], "secret.yaml is a template: never commit a real key"
     assert volume["secret"]["defaultMode"] & 0o007 == 0, "the key file must not be world-readable"
     for e in c["env"]:  # any other secret reference points at the same Secret and may be absent
-        if "valueFrom" in e:
+        if "secretKeyRef" in e.get("valueFrom", {}):
             ref = e["valueFrom"]["secretKeyRef"]
             assert ref["name"] == secret["metadata"]["name"] and ref.get("optional") is True
 
@@ -405,6 +405,26 @@ def test_resources_fit_the_measured_memory_and_the_grace_period_covers_shutdown(
     assert grace > worker_graceful_shutdown_seconds()
     assert deployment["spec"]["replicas"] == 2
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+
+
+def test_the_worker_runs_as_a_worker_deployment_version_whose_build_id_is_the_image_tag() -> None:
+    """FULLSTORY_DEPLOYMENT_NAME in the ConfigMap and compose; FULLSTORY_BUILD_ID from the pod's version label,
+    which is the image tag kustomization.yaml sets (docs/graceful-deploys.md: one Deployment per build)."""
+    from infra.settings import Settings
+
+    config = k8s_objects()["ConfigMap"]["data"]
+    assert Settings(fullstory_deployment_name=config["FULLSTORY_DEPLOYMENT_NAME"]).fullstory_deployment_name
+    [build] = [e for e in container()["env"] if e["name"] == "FULLSTORY_BUILD_ID"]
+    path = build["valueFrom"]["fieldRef"]["fieldPath"]
+    label = re.fullmatch(r"metadata\.labels\['([^']+)'\]", path)
+    assert label, path
+    pod_labels = k8s_objects()["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    [image] = load_docs(K8S / "kustomization.yaml")[0]["images"]
+    assert pod_labels[label[1]] == str(image["newTag"]), "the pod's version label is not the image tag"
+    env = compose_env(compose()["services"]["worker"])
+    assert env["FULLSTORY_DEPLOYMENT_NAME"] == config["FULLSTORY_DEPLOYMENT_NAME"]
+    assert env["FULLSTORY_BUILD_ID"] == "${FULLSTORY_BUILD_ID:-}", "from the environment or .env, else the default"
+    assert Settings(fullstory_build_id="").fullstory_build_id is None, "compose's empty value means the default"
 
 
 def test_labels_tie_the_deployment_pdb_and_hpa_together() -> None:

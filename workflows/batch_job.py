@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from temporalio import workflow
+from temporalio.common import VersioningBehavior
 
 with workflow.unsafe.imports_passed_through():
     from activities.batch_job import (
@@ -146,7 +147,7 @@ def workflow_id_for(args: BatchImportInput, unique: str) -> str:
 # --- The workflow --------------------------------------------------------------------------------
 
 
-@workflow.defn(name="BatchImportWorkflow")
+@workflow.defn(name="BatchImportWorkflow", versioning_behavior=VersioningBehavior.PINNED)
 class BatchImportWorkflow(ProgressWorkflow):
     timeout_error = errors.BATCH_JOB_TIMEOUT
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 from temporalio import workflow
+from temporalio.common import VersioningBehavior
 from temporalio.exceptions import ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
@@ -134,7 +135,7 @@ def workflow_id_for(args: BulkImportInput, unique: str) -> str:
 # --- The workflow --------------------------------------------------------------------------------
 
 
-@workflow.defn(name="BulkImportWorkflow")
+@workflow.defn(name="BulkImportWorkflow", versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
 class BulkImportWorkflow(ProgressWorkflow):
     timeout_error = errors.BATCH_JOB_TIMEOUT
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 from temporalio import workflow
+from temporalio.common import VersioningBehavior
 
 with workflow.unsafe.imports_passed_through():
     from activities.legacy_export import (
@@ -92,7 +93,7 @@ def workflow_id_for(args: DataExportSyncInput, unique: str) -> str:
 # --- The workflow --------------------------------------------------------------------------------
 
 
-@workflow.defn(name="DataExportSyncWorkflow")
+@workflow.defn(name="DataExportSyncWorkflow", versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
 class DataExportSyncWorkflow(ProgressWorkflow):
     timeout_error = errors.SYNC_TIMEOUT
 

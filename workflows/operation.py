@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import Field
 from temporalio import workflow
+from temporalio.common import VersioningBehavior
 
 with workflow.unsafe.imports_passed_through():
     from activities.operations import Operation, OperationActivities, OperationSnapshot, WaitForOperationParams
@@ -56,7 +57,7 @@ def workflow_id_for(args: OperationInput, unique: str) -> str:
 # --- The workflow, and the wait it shares with SegmentExportWorkflow ------------------------------
 
 
-@workflow.defn(name="OperationWorkflow")
+@workflow.defn(name="OperationWorkflow", versioning_behavior=VersioningBehavior.PINNED)
 class OperationWorkflow(ProgressWorkflow):
     timeout_error = errors.OPERATION_TIMEOUT
 

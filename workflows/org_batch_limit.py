@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
+from temporalio.common import VersioningBehavior
 
 with workflow.unsafe.imports_passed_through():
     from activities.org_batch_limit import BatchSlotActivities
@@ -66,7 +67,7 @@ def workflow_id_for(args: BatchSlotsInput, unique: str) -> str:
     return f"fullstory-batch-slots-{unique}"  # the real id is derived from the API key (activities/org_batch_limit.py)
 
 
-@workflow.defn(name=SLOTS_WORKFLOW)
+@workflow.defn(name=SLOTS_WORKFLOW, versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
 class BatchSlotsWorkflow(ProgressWorkflow):
     timeout_error = errors.BATCH_JOB_TIMEOUT
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from temporalio import workflow
+from temporalio.common import VersioningBehavior
 
 with workflow.unsafe.imports_passed_through():
     from activities.download import DownloadActivities, DownloadParams, DownloadResult
@@ -162,7 +163,7 @@ def download_source(operation_id: str, op: Operation) -> dict[str, Any]:
 # --- The workflow --------------------------------------------------------------------------------
 
 
-@workflow.defn(name="SegmentExportWorkflow")
+@workflow.defn(name="SegmentExportWorkflow", versioning_behavior=VersioningBehavior.PINNED)
 class SegmentExportWorkflow(ProgressWorkflow):
     timeout_error = errors.OPERATION_TIMEOUT
 

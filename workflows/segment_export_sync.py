@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 from temporalio import workflow
+from temporalio.common import VersioningBehavior
 from temporalio.exceptions import ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
@@ -186,7 +187,7 @@ def window_export_input(args: SegmentExportSyncInput, files_location: str, start
 # --- The workflow --------------------------------------------------------------------------------
 
 
-@workflow.defn(name="SegmentExportSyncWorkflow")
+@workflow.defn(name="SegmentExportSyncWorkflow", versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
 class SegmentExportSyncWorkflow(ProgressWorkflow):
     timeout_error = errors.SEGMENT_SYNC_TIMEOUT
 
