@@ -59,6 +59,7 @@ from infra.temporal_connection import (
     load_temporal_target,
     ui_link,
 )
+from infra.tracing import setup_tracing
 from infra.worker_host import exit_now, serve, services
 from vocabulary.contract import describe_validation_error
 from wiring import allowed_locations, run_workers
@@ -387,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))  # stdout is the answer
     try:
         settings = load_settings()
+        setup_tracing()  # off unless OTEL_TRACES_EXPORTER asks (infra/tracing.py)
         if command == "worker":
             asyncio.run(serve(settings, run_workers, allowed_locations(settings).describe()))
             return 0

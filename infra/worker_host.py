@@ -38,6 +38,7 @@ from infra.health import Health
 from infra.logging_setup import add_secret
 from infra.settings import Settings, SettingsError
 from infra.temporal_connection import TemporalTarget, connect, load_temporal_target
+from infra.tracing import shutdown_tracing
 
 log = logging.getLogger("fullstory_jobs.worker")
 
@@ -189,8 +190,9 @@ def exit_now(rc: int) -> NoReturn:
 
     A normal interpreter shutdown after using temporalio can abort with "Fatal Python error:
     PyGILState_Release" (its runtime's threads outlive the interpreter; seen in about one run in
-    ten), turning a clean exit 0 into SIGABRT. Everything was closed by then.
+    ten), turning a clean exit 0 into SIGABRT. Everything was closed by then (but buffered spans: exported here).
     """
+    shutdown_tracing()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
