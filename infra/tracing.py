@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter, SpanExportResult
+from opentelemetry.trace import Status
 from temporalio.client import Interceptor
 from temporalio.contrib.opentelemetry import TracingInterceptor
 
@@ -68,6 +69,51 @@ def _exporter(name: str, env: Mapping[str, str]) -> SpanExporter:
     return OTLPSpanExporter()  # endpoint, headers, timeout and compression from the OTEL_EXPORTER_OTLP_* variables
 
 
+FAILURE_TEXTS = ("exception.message", "exception.stacktrace")
+
+
+def scrub(span: ReadableSpan) -> ReadableSpan:
+    """The span without failure texts: Temporal's interceptor records an activity's or workflow's failure as
+    an `exception` event (message, stack) and in the status description, and a failure's message may quote
+    Fullstory's answer or the input; the event keeps `exception.type`, the status its code."""
+    if not span.events and not span.status.description:
+        return span
+    events = [
+        Event(e.name, {k: v for k, v in (e.attributes or {}).items() if k not in FAILURE_TEXTS}, e.timestamp)
+        for e in span.events
+    ]
+    return ReadableSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=span.attributes,
+        events=events,
+        links=span.links,
+        kind=span.kind,
+        status=Status(span.status.status_code),
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+class Scrubbed(SpanExporter):
+    """Any exporter, fed scrubbed spans (`scrub`): what leaves the process has no failure text."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self.inner = inner
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self.inner.export([scrub(span) for span in spans])
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
 def build_provider(env: Mapping[str, str] | None = None) -> TracerProvider | None:
     """The TracerProvider the `OTEL_*` variables ask for (not installed), or None when tracing is off."""
     env = os.environ if env is None else env
@@ -78,7 +124,7 @@ def build_provider(env: Mapping[str, str] | None = None) -> TracerProvider | Non
     # Resource.create also reads OTEL_RESOURCE_ATTRIBUTES; the explicit service name wins over it.
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service}))
     for name in names:
-        provider.add_span_processor(BatchSpanProcessor(_exporter(name, env)))
+        provider.add_span_processor(BatchSpanProcessor(Scrubbed(_exporter(name, env))))
     return provider
 
 
