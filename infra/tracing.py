@@ -18,9 +18,10 @@ is refused in one line rather than silently sending nowhere.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
@@ -136,6 +137,18 @@ def setup_tracing(env: Mapping[str, str] | None = None) -> TracerProvider | None
         if _provider is not None:
             trace.set_tracer_provider(_provider)
     return _provider
+
+
+@contextlib.contextmanager
+def otel_hidden_from_children() -> Iterator[None]:
+    """No OTEL_* variable in the environment while the block starts child processes: they configure this
+    process's tracing, and the embedded Temporal dev server (Go) reads them too: `console` makes it refuse
+    to start ("unsupported OTEL exporter"), `otlp` would send the server's own spans to the collector."""
+    hidden = {name: os.environ.pop(name) for name in list(os.environ) if name.startswith("OTEL_")}
+    try:
+        yield
+    finally:
+        os.environ.update(hidden)
 
 
 def client_interceptors() -> list[Interceptor]:

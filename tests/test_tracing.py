@@ -8,6 +8,9 @@ import asyncio
 import contextlib
 import gzip
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -23,7 +26,7 @@ from temporalio.client import Client
 from temporalio.contrib.opentelemetry import TracingInterceptor
 
 from activities.fullstory_client import FullstoryClient
-from helpers import API_KEY, TemporalClock, wait_until
+from helpers import API_KEY, REPO, TemporalClock, WorkerProcess, free_port, wait_until
 from infra import tracing
 from infra.settings import Settings, SettingsError
 from wiring import make_workers
@@ -323,3 +326,52 @@ async def test_console_exporter_makes_the_worker_print_spans(dev_env, sim, worke
     assert_no_secret([json.dumps(s) for s in spans], "the worker's printed spans")
     # The test's own side of the trace: the caller's span and StartWorkflow under it.
     assert {"caller", "StartWorkflow:SegmentExportWorkflow"} <= {s.name for s in exporter.get_finished_spans()}
+
+
+@pytest.mark.e2e
+def test_make_run_with_the_console_exporter_prints_the_demos_trace(tmp_path):
+    """`OTEL_TRACES_EXPORTER=console make run` (the embedded dev server, the simulator), then `demo` with the
+    same variable: the worker prints the demo's workflows, activities and Fullstory calls in the demo's traces.
+    (The dev server reads OTEL_* too and refuses `console`: the worker hides them from it.)"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FULLSTORY_", "TEMPORAL_", "OTEL_"))}
+    env.update(
+        HOME=env.get("HOME", "/tmp"),
+        FULLSTORY_DATA_DIR=str(tmp_path / "data"),
+        TEMPORAL_UI_PORT=str(free_port()),
+        OTEL_TRACES_EXPORTER="console",
+        OTEL_BSP_SCHEDULE_DELAY="200",
+    )
+    worker = WorkerProcess(tmp_path / "worker.log", env, cwd=tmp_path)
+    try:
+        worker.start(timeout=60)
+        demo = subprocess.run(
+            [sys.executable, str(REPO / "cli.py"), "demo"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert demo.returncode == 0, demo.stderr[-2000:]
+        starts = [s for s in console_spans(demo.stdout) if s["name"] == "StartWorkflow:BatchImportWorkflow"]
+        assert len(starts) == 2  # the demo's events and users imports, each the root of its trace
+        traces = {s["context"]["trace_id"] for s in starts}
+
+        def traced() -> set[str]:
+            return {s["name"] for s in console_spans(worker.log()) if s["context"]["trace_id"] in traces}
+
+        wanted = {
+            "RunWorkflow:BatchImportWorkflow",
+            "RunActivity:create_batch_job",
+            "fullstory POST /v2/events/batch",
+            "fullstory POST /v2/users/batch",
+            "fullstory GET /v2/events/batch/{id}/errors",
+        }
+        deadline = time.monotonic() + 20
+        while not wanted <= traced() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert wanted <= traced(), sorted(traced())
+    finally:
+        worker.stop()  # SIGTERM to its pid (it stops its dev server and simulator)
+    assert worker.proc.returncode == 0
+    assert_no_secret([json.dumps(s) for s in console_spans(worker.log())], "the worker's printed spans")
