@@ -71,6 +71,7 @@ from infra.temporal_connection import (
     load_temporal_target,
     ui_link,
 )
+from infra.tracing import setup_tracing
 from infra.worker_host import exit_now, serve, services
 from vocabulary.contract import PositiveDuration, describe_validation_error
 from vocabulary.placeholders import fields_with_placeholders, fill_placeholders, unscheduled_message
@@ -575,6 +576,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))  # stdout is the answer
     try:
         settings = load_settings()
+        setup_tracing()  # off unless OTEL_TRACES_EXPORTER asks (infra/tracing.py)
         if command == "worker":
             asyncio.run(serve(settings, run_workers, allowed_locations(settings).describe()))
             return 0

@@ -27,7 +27,13 @@ import httpx
 
 from activities.download_sink import CHUNK, PartWriter
 from activities.download_sources import DownloadUrl, Locator, RetryBudget, activity_log
-from activities.fullstory_client import FullstoryClient, error_from_response, error_from_transport, retry_after_of
+from activities.fullstory_client import (
+    FullstoryClient,
+    error_from_response,
+    error_from_transport,
+    record_response,
+    retry_after_of,
+)
 from activities.heartbeat import heartbeat_interval
 from vocabulary import errors
 from vocabulary.contract import redact_url
@@ -100,12 +106,17 @@ class Stream:
             headers.update(self.client.auth_headers())
         if self.part.size:
             headers["Range"] = f"bytes={self.part.size}-"
-        # Redirects: httpx drops Authorization when one leaves Fullstory's host.
-        async with self.client.http.stream(
-            "GET", self.location.url, headers=headers, follow_redirects=True
-        ) as response:
-            if not await self._take(response):
-                return False
+        # One span per GET: the route template and host, never the signed URL's query (client.span).
+        with self.client.span("GET", self.location.url, storage=not self.location.authenticated) as span:
+            if self.part.size:
+                span.set_attribute("fullstory.range_start", self.part.size)
+            # Redirects: httpx drops Authorization when one leaves Fullstory's host.
+            async with self.client.http.stream(
+                "GET", self.location.url, headers=headers, follow_redirects=True
+            ) as response:
+                record_response(span, response.status_code, retry_after_of(response))
+                if not await self._take(response):
+                    return False
         return self._whole()
 
     async def _take(self, response: httpx.Response) -> bool:

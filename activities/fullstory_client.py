@@ -8,23 +8,31 @@ this object; it never reaches inputs, history, logs or error messages.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
-from temporalio.exceptions import ApplicationError
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, StatusCode
+from temporalio import activity
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from activities.metrics import Metrics
+from activities.metrics import Metrics, endpoint_of
 from vocabulary import errors, texts
 from vocabulary.slot_messages import key_fingerprint
 
 MAX_RETRY_AFTER = timedelta(hours=24)
 NOT_READY_DELAY = timedelta(seconds=5)
+# The global tracer: a no-op until infra/tracing.py installs a provider (OTEL_TRACES_EXPORTER).
+TRACER = trace.get_tracer("fullstory-jobs.http")
 
 
 @dataclass(frozen=True)
@@ -172,6 +180,29 @@ def _fullstory_error_body(response: httpx.Response) -> tuple[str | None, str | N
     return (str(code) if code else None), (str(message)[:500] if message else None)
 
 
+def record_response(span: Span, status: int, retry_after: timedelta | None) -> None:
+    """An HTTP span's answer: the status (an error from 400 up) and the Retry-After seconds, when sent."""
+    span.set_attribute("http.response.status_code", status)
+    if retry_after is not None:
+        span.set_attribute("fullstory.retry_after_seconds", retry_after.total_seconds())
+    if status >= 400:
+        span.set_attribute("error.type", str(status))
+        span.set_status(StatusCode.ERROR)
+
+
+def _record_failure(span: Span, exc: BaseException) -> None:
+    """The error's type (ours from the catalogue, else the exception's class), never its text; a benign
+    "not ready yet" (a 202) is no error."""
+    if isinstance(exc, ApplicationError):
+        if exc.type:
+            span.set_attribute("fullstory.error", exc.type)
+        if exc.category == ApplicationErrorCategory.BENIGN:
+            return
+    if "error.type" not in (getattr(span, "attributes", None) or {}):  # a status or transport error set it
+        span.set_attribute("error.type", (isinstance(exc, ApplicationError) and exc.type) or type(exc).__name__)
+    span.set_status(StatusCode.ERROR)
+
+
 class FullstoryClient:
     """One per worker process; shared by every activity."""
 
@@ -185,6 +216,7 @@ class FullstoryClient:
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 200,
         metrics: Metrics | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         if not api_key:
             raise ValueError("a Fullstory API key is required")
@@ -193,6 +225,7 @@ class FullstoryClient:
         self.base_url = base_url.rstrip("/")
         self.export_base_url = export_base_url.rstrip("/")
         self.metrics = metrics or Metrics()
+        self.tracer = tracer or TRACER
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
             transport=transport,
@@ -211,6 +244,39 @@ class FullstoryClient:
     def url(self, path: str, *, api: str = "api") -> str:
         base = self.export_base_url if api == "export" else self.base_url
         return f"{base}{path}"
+
+    @contextlib.contextmanager
+    def span(self, method: str, url: str, *, storage: bool = False) -> Iterator[Span]:
+        """One client span per HTTP call: "fullstory GET /v2/events/batch/{id}" ("storage GET ..." for a signed URL).
+
+        Attributes: the method, the route template (ids out: `endpoint_of`, never the raw URL nor its query,
+        which for a signed URL is its signature), the host, the activity attempt; the caller adds the status
+        and Retry-After (`record_response`). Never a header (the API key), never a body (a user's data);
+        a failure records its error type, never its message.
+        """
+        parts = urlsplit(url)
+        template = endpoint_of(parts.path)
+        attributes: dict[str, str | int] = {
+            "http.request.method": method,
+            "url.template": template,
+            "server.address": parts.hostname or "",
+        }
+        if activity.in_activity():
+            info = activity.info()
+            attributes["temporal.activity.type"] = info.activity_type
+            attributes["temporal.activity.attempt"] = info.attempt
+        with self.tracer.start_as_current_span(
+            f"{'storage' if storage else 'fullstory'} {method} {template}",
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+            record_exception=False,  # an exception's text and stack may quote Fullstory's answer: not recorded
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                yield span
+            except BaseException as exc:
+                _record_failure(span, exc)
+                raise
 
     async def call(
         self,
@@ -237,19 +303,21 @@ class FullstoryClient:
             content = json.dumps(json_body, separators=(",", ":")).encode()
         if content is not None:
             request_headers["Content-Type"] = "application/json"
-        try:
-            response = await self.http.request(
-                method, self.url(path, api=api), content=content, params=params, headers=request_headers
-            )
-        except httpx.TransportError as exc:
-            self.metrics.http_call(method, path, None, None)
-            raise error_from_transport(exc, what) from None
-        retry_after = retry_after_of(response)
-        self.metrics.http_call(method, path, response.status_code, retry_after)
-        if response.status_code == 202 and not_ready_is_retry:
-            raise not_ready_error(what, retry_after or NOT_READY_DELAY)
-        if not response.is_success:
-            raise error_from_response(response, what, retry_after=retry_after)
+        url = self.url(path, api=api)
+        with self.span(method, url) as span:
+            try:
+                response = await self.http.request(method, url, content=content, params=params, headers=request_headers)
+            except httpx.TransportError as exc:
+                self.metrics.http_call(method, path, None, None)
+                span.set_attribute("error.type", type(exc).__name__)
+                raise error_from_transport(exc, what) from None
+            retry_after = retry_after_of(response)
+            self.metrics.http_call(method, path, response.status_code, retry_after)
+            record_response(span, response.status_code, retry_after)
+            if response.status_code == 202 and not_ready_is_retry:
+                raise not_ready_error(what, retry_after or NOT_READY_DELAY)
+            if not response.is_success:
+                raise error_from_response(response, what, retry_after=retry_after)
         if response.status_code == 204 or not response.content:
             return ApiResponse(response.status_code, None, retry_after)
         try:

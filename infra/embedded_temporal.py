@@ -38,6 +38,7 @@ from infra.temporal_connection import (
     recorded_embedded,
     recorded_owner,
 )
+from infra.tracing import client_interceptors
 
 try:
     import fcntl
@@ -189,6 +190,7 @@ async def start_dev_server(
         dev_server_database_filename=str(DATABASE),
         namespace=target.namespace,
         data_converter=DATA_CONVERTER,
+        interceptors=client_interceptors(),  # tracing, as connect() does (the workers inherit it)
         dev_server_log_level="error",
         # One partition per task queue: the server's rate limit on the bundle-downloads queue then starts
         # at once and keeps 2/min (with the default 4 partitions the first download waited ~2 min).

@@ -32,6 +32,7 @@ from temporalio.runtime import Runtime
 from infra.data_converter import DATA_CONVERTER
 from infra.logging_setup import redact
 from infra.settings import SettingsError
+from infra.tracing import client_interceptors
 
 TEMPORAL_ENV_VARS = (
     "TEMPORAL_ADDRESS",
@@ -177,6 +178,7 @@ async def connect(
                 namespace=target.namespace,
                 runtime=runtime,
                 data_converter=DATA_CONVERTER,
+                interceptors=client_interceptors(),  # tracing, when OTEL_TRACES_EXPORTER asks (workers inherit it)
                 **target.connect,
             ),
             timeout,

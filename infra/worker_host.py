@@ -38,6 +38,7 @@ from infra.health import Health
 from infra.logging_setup import add_secret
 from infra.settings import Settings, SettingsError
 from infra.temporal_connection import TemporalTarget, connect, load_temporal_target
+from infra.tracing import otel_hidden_from_children, shutdown_tracing
 
 log = logging.getLogger("fullstory_jobs.worker")
 
@@ -106,9 +107,10 @@ async def services(settings: Settings, *, reuse_running_server: bool = False) ->
     async with contextlib.AsyncExitStack() as stack:
         shared = False
         if target.embedded:
-            client, target, shared = await start_embedded_temporal(
-                stack, settings, target, runtime, reuse_running_server=reuse_running_server
-            )
+            with otel_hidden_from_children():  # the dev server reads OTEL_* too (and refuses `console`)
+                client, target, shared = await start_embedded_temporal(
+                    stack, settings, target, runtime, reuse_running_server=reuse_running_server
+                )
         else:
             client = await connect(target, runtime)
         if shared and await worker_polls(client, target.namespace, settings.fullstory_task_queue):
@@ -189,8 +191,9 @@ def exit_now(rc: int) -> NoReturn:
 
     A normal interpreter shutdown after using temporalio can abort with "Fatal Python error:
     PyGILState_Release" (its runtime's threads outlive the interpreter; seen in about one run in
-    ten), turning a clean exit 0 into SIGABRT. Everything was closed by then.
+    ten), turning a clean exit 0 into SIGABRT. Everything was closed by then (but buffered spans: exported here).
     """
+    shutdown_tracing()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

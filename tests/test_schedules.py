@@ -281,7 +281,9 @@ async def test_a_backfill_of_three_nights_imports_each_nights_file_and_overlap_s
         assert (result.status, result.items, result.batches) == ("COMPLETED", n, (n + 1) // 2), run_id
         # Its own night's file: every item sent carries that night's date.
         (chunks,) = (tmp_path / "imports").glob(f"{schedule_id}-{night:%Y-%m-%d}T*/chunks")  # the run's folder
-        uids = {item["uid"] for chunk in chunks.glob("chunk-*.json") for item in json.loads(chunk.read_text())["requests"]}
+        uids = {
+            item["uid"] for chunk in chunks.glob("chunk-*.json") for item in json.loads(chunk.read_text())["requests"]
+        }
         assert len(uids) == n and all(uid.startswith(f"{night:%Y-%m-%d}-") for uid in uids)
         # Children and Idempotency-Keys derive from that id: one job per key.
         keys = {idempotency_key(f"{run_id}-batch-{i:05d}") for i in range(result.batches)}
