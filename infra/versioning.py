@@ -31,7 +31,6 @@ from temporalio.worker import (
     WorkflowRunner,
 )
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
-from temporalio.workflow import _Definition
 
 from infra.settings import Settings
 
@@ -103,7 +102,7 @@ class UnversionedRunner(WorkflowRunner):
     def __init__(self, inner: WorkflowRunner) -> None:
         self.inner = inner
 
-    def prepare_workflow(self, defn: _Definition) -> None:
+    def prepare_workflow(self, defn: Any) -> None:  # a workflow definition, passed through
         self.inner.prepare_workflow(defn)
 
     def create_instance(self, det: WorkflowInstanceDetails) -> WorkflowInstance:

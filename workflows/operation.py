@@ -81,7 +81,7 @@ async def wait_for_operation_to_end(
     then: str = "",
 ) -> Operation:
     """Returns the COMPLETED operation, or fails the workflow with OperationFailed (or its timeout)."""
-    say = OperationNarration(wf._tracker, operation_id, deadline, timeout, max_poll_interval, what=what, then=then)
+    say = OperationNarration(wf.tracker, operation_id, deadline, timeout, max_poll_interval, what=what, then=then)
     snapshot: OperationSnapshot | None = None
     while True:
         say.waiting(snapshot)

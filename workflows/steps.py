@@ -142,6 +142,11 @@ class ProgressWorkflow:
     def progress(self) -> Progress:
         return self._tracker.progress
 
+    @property
+    def tracker(self) -> ProgressTracker:
+        """The progress query's answer and the UI's current details, for a step shared by several workflows."""
+        return self._tracker
+
     async def step(
         self,
         activity: Callable[[Any, P], Awaitable[R]],
