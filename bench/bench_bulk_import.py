@@ -96,7 +96,8 @@ async def one(n: int, slots: int, in_flight: int) -> None:
         waves = math.ceil(batches / min(slots, in_flight))
         ideal = waves * JOB_SECONDS + staging
         print(
-            f"N={n:,}, {slots} slots, max_in_flight {in_flight}: {result.batches} batches, status {result.status}, errors {result.errors}"
+            f"N={n:,}, {slots} slots, max_in_flight {in_flight}: {result.batches} batches, "
+            f"status {result.status}, errors {result.errors}"
         )
         print(
             f"  wall {wall:.1f}s vs ideal {ideal:.1f}s ({waves} waves x {JOB_SECONDS}s"
