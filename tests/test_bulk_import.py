@@ -385,3 +385,27 @@ async def test_batches_holding_a_slot_and_waiting_for_one_are_told_apart(ts_env,
         assert len([r for r in ts_sim.requests if r.method == "POST"]) <= 2  # only slot holders create a job
         result = await handle.result()
     assert result.batches == 6 and result.imports == 12
+
+
+@pytest.mark.e2e
+async def test_batches_started_together_all_get_a_free_slot_at_once(dev_env, sim, worker_factory, tmp_path):
+    """Slot requests that reach the slots workflow while it is signalling other grants are granted at once,
+    not when a later job ends: with 6 slots free, 6 batches all run at Fullstory together (on the dev
+    server, where the requests do race the grants; the time-skipping server serialises them)."""
+    source = tmp_path / "data" / "users.ndjson"
+    source.parent.mkdir()
+    source.write_text("".join(json.dumps(u) + "\n" for u in users(12)))
+    sim.batch_defaults.update(duration=8)
+    worker_factory(FULLSTORY_MAX_BATCHES_IN_PROGRESS="6").start()
+    handle = await dev_env.client.start_workflow(
+        "BulkImportWorkflow",
+        {"kind": "users", "source": str(source), "batch_size": 2, "max_in_flight": 6},
+        id=f"slots-at-once-{uuid.uuid4().hex[:8]}",
+        task_queue=worker_factory.task_queue,
+        result_type=BulkImportResult,
+    )
+    result = await asyncio.wait_for(handle.result(), 120)
+    assert result.batches == 6 and result.imports == 12
+    creates = sorted(r.at for r in sim.requests if r.method == "POST")
+    assert len(creates) == 6 and creates[-1] - creates[0] < 8, creates  # one wave, not two
+    assert sim.batch.peak_in_progress == 6

@@ -53,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
 MAX_HISTORY = 4_000  # events before it continues as new
 REREQUEST_EVERY = timedelta(minutes=5)  # a waiting holder asks again (its grant may have been lost)
 BATCH_SLOTS_PATCH = "batch-slots"  # 2026-11: BatchImportWorkflow runs started before it hold no slot
+GRANT_AT_ONCE_PATCH = "grant-at-once"  # 2026-12: requests that arrive while grants are signalled
 TELL_PARENT_PATCH = "batch-slot-held"  # 2026-12: a holder tells its parent (a bulk import) it holds a slot
 
 
@@ -134,7 +135,10 @@ class BatchSlotsWorkflow(ProgressWorkflow):
                         granted_total=self.granted_total,
                     )
                 )
-            self.changed = False
+            # A request (or release) that came in while the grants were being signalled is granted now,
+            # not at the next change or reclaim (before this patch it waited: up to a whole wave).
+            if not self.grantable() or not workflow.patched(GRANT_AT_ONCE_PATCH):
+                self.changed = False
             if not self.holders and not self.waiting:
                 # Idle: end (nothing to keep); the next `acquire` starts it again with signal-with-start.
                 # A signal that arrives meanwhile makes the server refuse the completion and replay it.
@@ -148,6 +152,10 @@ class BatchSlotsWorkflow(ProgressWorkflow):
                 continue
             await self.reclaim_gone(say)
             next_reclaim = workflow.now() + self.reclaim
+
+    def grantable(self) -> bool:
+        """Whether a grant is due: a waiter and a free slot, or a holder to be sent its grant again."""
+        return bool(self.regrant) or (bool(self.waiting) and len(self.holders) < self.limit)
 
     async def wait(self, timeout: timedelta) -> bool:
         """True when a signal changed something, False when `timeout` passed."""
