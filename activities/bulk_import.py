@@ -20,7 +20,7 @@ import concurrent.futures
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -31,7 +31,14 @@ from temporalio.client import Client, WorkflowFailureError
 
 from activities.heartbeat import Heartbeater
 from activities.locations import Destination, Locations, PartFile, safe_name
-from activities.request_items import chunk_name, read_items, staged_items, staged_lines, write_staged_chunk
+from activities.request_items import (
+    Block,
+    chunk_name,
+    read_item_blocks,
+    staged_items,
+    staged_lines,
+    write_staged_chunk,
+)
 from vocabulary import errors
 from vocabulary.contract import BatchKind
 
@@ -101,6 +108,44 @@ def canonical(item: Any) -> bytes:
     return hashlib.blake2b(orjson.dumps(item, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
 
 
+def _stage_chunks(
+    blocks: Iterator[Block],
+    chunks: Path,
+    params: StageBulkSourceParams,
+    progress: StageProgress,
+    upload: Callable[[list[Path]], None],
+) -> None:
+    """Blocks of items into chunks of `batch_size`; a chunk is written (and fsynced) on a thread of its own
+    while the next is read, so the disk's wait overlaps the parsing."""
+    numbers: list[int] = []
+    texts: list[bytes] = []
+    size = params.batch_size
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as writer:
+        written: list[concurrent.futures.Future[list[Path]]] = []
+
+        def uploaded_when_written(future: concurrent.futures.Future[list[Path]]) -> None:
+            if future.exception() is None:
+                upload(future.result())
+
+        def flush(lines: list[int], items: list[bytes]) -> None:
+            future = writer.submit(write_staged_chunk, chunks, progress.batches, items, lines, params.shared)
+            future.add_done_callback(uploaded_when_written)
+            written.append(future)
+            progress.batches += 1
+
+        for block_numbers, block_texts in blocks:
+            numbers += block_numbers
+            texts += block_texts
+            progress.items += len(block_texts)
+            while len(texts) >= size:
+                flush(numbers[:size], texts[:size])
+                del numbers[:size], texts[:size]
+        if texts:
+            flush(numbers, texts)
+        for future in written:
+            future.result()  # a write that failed fails the staging
+
+
 class BulkActivities:
     def __init__(self, deps: ActivityDeps) -> None:
         self.locations = deps.locations
@@ -122,25 +167,11 @@ class BulkActivities:
         uploads: list[concurrent.futures.Future[str]] = []
 
         def stage() -> None:
-            texts: list[bytes] = []
-            lines: list[int] = []
+            def upload(paths: list[Path]) -> None:
+                if dest.remote is not None:
+                    uploads.extend(asyncio.run_coroutine_threadsafe(dest.publish(path), loop) for path in paths)
 
-            def flush() -> None:
-                for path in write_staged_chunk(chunks, progress.batches, texts, lines, params.shared):
-                    if dest.remote is not None:
-                        uploads.append(asyncio.run_coroutine_threadsafe(dest.publish(path), loop))
-                progress.batches += 1
-                texts.clear()
-                lines.clear()
-
-            for number, text in read_items(source, "source"):
-                texts.append(text)
-                lines.append(number)
-                progress.items += 1
-                if len(texts) == params.batch_size:
-                    flush()
-            if texts:
-                flush()
+            _stage_chunks(read_item_blocks(source, "source"), chunks, params, progress, upload)
 
         async with Heartbeater() as heartbeater:
             heartbeater.update(progress)

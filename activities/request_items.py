@@ -30,6 +30,7 @@ READ_BLOCK = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
 
 Item = tuple[int, bytes]  # (line number, the item's JSON as UTF-8 on one line: what a batch sends)
+Block = tuple[list[int], list[bytes]]  # items read together: their line numbers, and their JSON
 
 
 def open_source(source: Source) -> IO[bytes]:
@@ -45,7 +46,14 @@ def open_source(source: Source) -> IO[bytes]:
 
 
 def read_items(source: Source, field: str) -> Iterator[Item]:
-    """(line number, JSON bytes) per item: NDJSON (blank lines skipped) or one JSON array.
+    """(line number, JSON bytes) per item: `read_item_blocks`, an item at a time."""
+    for numbers, texts in read_item_blocks(source, field):
+        yield from zip(numbers, texts, strict=True)
+
+
+def read_item_blocks(source: Source, field: str) -> Iterator[Block]:
+    """(line number, JSON bytes) per item, a block of items at a time: NDJSON (blank lines skipped) or one
+    JSON array (a block of one).
 
     An NDJSON line's bytes pass through as they are (stripped), checked by a fast parser (orjson): no
     decoding to text and no re-serialising (orjson reads integers past 64 bits as floats, so its objects
@@ -66,7 +74,8 @@ def read_items(source: Source, field: str) -> Iterator[Item]:
                     break
             if head.lstrip().startswith(b"["):
                 text = io.TextIOWrapper(fh, encoding="utf-8", newline="\n")
-                yield from _array_items(text, head.decode("utf-8"), number, where, field)
+                for line, item in _array_items(text, head.decode("utf-8"), number, where, field):
+                    yield [line], [item]
             else:
                 if not head.endswith(b"\n"):
                     head += fh.readline()
@@ -79,22 +88,55 @@ def read_items(source: Source, field: str) -> Iterator[Item]:
         raise errors.INVALID_INPUT(f"{field} {where!r}: cannot read: {getattr(e, 'strerror', None) or e}") from None
 
 
-def _ndjson_items(head: bytes, number: int, fh: IO[bytes], where: str, field: str) -> Iterator[Item]:
-    line = head
-    while line:
+def _ndjson_items(head: bytes, number: int, fh: IO[bytes], where: str, field: str) -> Iterator[Block]:
+    """Items of NDJSON, a block of lines at a time (`head` is the first non-blank line, number `number`)."""
+    tail = head
+    while True:
+        block = fh.read(READ_BLOCK)
+        data = tail + block
+        if block:
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:  # one line longer than a block: read on
+                tail = data
+                continue
+            data, tail = data[:cut], data[cut:]
+        lines = data.split(b"\n")
+        if not lines[-1]:
+            lines.pop()  # after the last newline
+        yield _checked(lines, number, where, field)
+        number += len(lines)
+        if not block:
+            return
+
+
+def _checked(lines: list[bytes], first: int, where: str, field: str) -> Block:
+    """The non-blank lines of a block, numbered from `first`, each checked to be one JSON object.
+
+    One pass with orjson over the block; only a block where it finds a fault is read again line by line,
+    for the exact error and its line (and for what only Python's json reads: integers past 64 bits)."""
+    texts = list(map(bytes.strip, lines))
+    if all(texts):  # no blank line (the common case): every call below runs in C
+        try:
+            if set(map(type, map(orjson.loads, texts))) <= {dict}:
+                return list(range(first, first + len(texts))), texts
+        except orjson.JSONDecodeError:
+            pass
+    numbers, texts = [], []
+    for i, line in enumerate(lines):
         stripped = line.strip()
-        if stripped:
-            try:
-                item = orjson.loads(stripped)
-            except orjson.JSONDecodeError:
-                item = _strict_json(stripped, number, where, field)
-            if type(item) is not dict:
-                raise errors.INVALID_INPUT(
-                    f"{field} {where!r} line {number}: an item must be a JSON object, not {_json_type(item)}"
-                )
-            yield number, stripped
-        number += 1
-        line = fh.readline()
+        if not stripped:
+            continue
+        try:
+            item = orjson.loads(stripped)
+        except orjson.JSONDecodeError:
+            item = _strict_json(stripped, first + i, where, field)
+        if type(item) is not dict:
+            raise errors.INVALID_INPUT(
+                f"{field} {where!r} line {first + i}: an item must be a JSON object, not {_json_type(item)}"
+            )
+        numbers.append(first + i)
+        texts.append(stripped)
+    return numbers, texts
 
 
 def _strict_json(line: bytes, number: int, where: str, field: str) -> Any:
