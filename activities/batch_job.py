@@ -16,8 +16,10 @@ unknown fields are ignored, optional ones may be absent.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from collections import Counter
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -30,7 +32,7 @@ from activities.deps import ActivityDeps
 from activities.fullstory_client import malformed_error, next_check_text
 from activities.heartbeat import Heartbeater, resume_details
 from activities.journal import Journal
-from activities.locations import Locations, PartFile, safe_name
+from activities.locations import Locations, PartFile, Source, safe_name
 from activities.request_items import open_source, read_items, staged_lines  # NDJSON/JSON array, gzip or not
 from vocabulary import errors
 from vocabulary.contract import MAX_BATCH_REQUESTS, BatchJobStatus, BatchKind
@@ -176,6 +178,27 @@ def next_poll(job: BatchJob, attempt: int, cap: timedelta) -> timedelta:
     return poll_delay_for_age(now - created, cap)
 
 
+class Body:
+    """A request body streamed from a file, a piece at a time (reads run off the event loop)."""
+
+    PIECE = 1 << 20
+
+    def __init__(self, source: Source) -> None:
+        self.source = source
+
+    def size(self) -> int:
+        with self.source.open() as fh:
+            return fh.seek(0, io.SEEK_END)
+
+    async def pieces(self) -> AsyncIterator[bytes]:
+        fh = await asyncio.to_thread(self.source.open)
+        try:
+            while piece := await asyncio.to_thread(fh.read, self.PIECE):
+                yield piece
+        finally:
+            fh.close()
+
+
 class BatchActivities:
     def __init__(self, deps: ActivityDeps) -> None:
         self.client = deps.client
@@ -191,12 +214,15 @@ class BatchActivities:
     async def _create_batch_job(self, params: CreateBatchJobParams) -> BatchJob:
         count, body = await asyncio.to_thread(self._create_body, params)
         what = f"create {params.kind} batch job ({count} requests)"
+        headers = {"Idempotency-Key": params.idempotency_key}
+        if isinstance(body, Body):
+            headers["Content-Length"] = str(await asyncio.to_thread(body.size))
         response = await self.client.call(
             "POST",
             f"/v2/{params.kind}/batch",
             what=what,
-            content=body,
-            headers={"Idempotency-Key": params.idempotency_key},
+            content=body.pieces() if isinstance(body, Body) else body,
+            headers=headers,
         )
         try:
             job = CreateBatchJobResponse.model_validate(response.body).job
@@ -205,12 +231,12 @@ class BatchActivities:
         activity.logger.info("created %s batch job %s", params.kind, job.id)
         return job
 
-    def _create_body(self, params: CreateBatchJobParams) -> tuple[int, bytes]:
-        """(how many requests, the create's JSON body). A bulk import's staged chunk IS that body: its bytes
-        are sent as they are, never parsed into objects (flat memory, and the same bytes after any crash)."""
+    def _create_body(self, params: CreateBatchJobParams) -> tuple[int, bytes | Body]:
+        """(how many requests, the create's JSON body). A bulk import's staged chunk IS that body: streamed
+        from the file as it is, never parsed into objects nor held whole (flat memory whatever
+        max_in_flight, and the same bytes after any crash)."""
         if params.requests_url and (lines := staged_lines(self.locations, params.requests_url)) is not None:
-            with self.locations.source(params.requests_url, "requests_url").open() as fh:
-                return len(lines), fh.read()
+            return len(lines), Body(self.locations.source(params.requests_url, "requests_url"))
         requests, shared = params.requests, params.shared
         if params.requests_url:
             requests, shared = load_requests_file(self.locations, params.requests_url)

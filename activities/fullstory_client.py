@@ -13,7 +13,7 @@ import email.utils
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -286,7 +286,7 @@ class FullstoryClient:
         what: str,
         api: str = "api",
         json_body: Any = None,
-        content: bytes | None = None,
+        content: bytes | AsyncIterable[bytes] | None = None,
         params: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
         not_ready_is_retry: bool = False,
