@@ -26,6 +26,7 @@ from activities.metrics import Metrics
 from infra.settings import Settings
 from infra.versioning import deployment_config, deployment_version, make_first_version_current, workflow_runner
 from infra.worker_host import Services
+from vocabulary.policies import DEFAULT_DOWNLOAD_BURST
 from workflows.registry import WORKFLOWS, activity_classes
 
 log = logging.getLogger("fullstory_jobs.worker")
@@ -51,6 +52,8 @@ def activity_deps(fullstory: FullstoryClient, settings: Settings) -> ActivityDep
         locations=allowed_locations(settings),
         max_batches_in_progress=settings.fullstory_max_batches_in_progress,
         batch_slot_reclaim_seconds=settings.fullstory_batch_slot_reclaim_seconds,
+        export_downloads_per_minute=settings.fullstory_export_downloads_per_minute,
+        export_download_burst=DEFAULT_DOWNLOAD_BURST,
     )
 
 
@@ -77,7 +80,8 @@ def build_activities(deps: ActivityDeps) -> dict[str, list[Callable[..., Any]]]:
 
 
 def make_workers(client: Client, fullstory: FullstoryClient, settings: Settings) -> list[Worker]:
-    """The main worker, and the bundle-downloads worker whose queue the server rate limits for all workers."""
+    """The main worker, and the bundle-downloads worker (its pace is the download-token bucket's,
+    workflows/download_tokens.py, not a server-side rate limit, which a partitioned queue splits)."""
     queues = build_activities(activity_deps(fullstory, settings))
     task_queue = settings.fullstory_task_queue
     # Heartbeats (page cursors, bytes downloaded) reach the server at least every second, so a worker
@@ -105,7 +109,6 @@ def make_workers(client: Client, fullstory: FullstoryClient, settings: Settings)
             client,
             task_queue=BundleStoreActivities.task_queue(task_queue),
             activities=downloads,
-            max_task_queue_activities_per_second=settings.fullstory_export_downloads_per_minute / 60.0,
             max_concurrent_activities=4,
             **common,
         ),

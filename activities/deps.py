@@ -15,3 +15,5 @@ class ActivityDeps:
     locations: Locations  # FULLSTORY_ALLOWED_LOCATIONS and FULLSTORY_DATA_DIR (the default destination)
     max_batches_in_progress: int  # FULLSTORY_MAX_BATCHES_IN_PROGRESS (activities/org_batch_limit.py)
     batch_slot_reclaim_seconds: float  # FULLSTORY_BATCH_SLOT_RECLAIM_SECONDS
+    export_downloads_per_minute: float  # FULLSTORY_EXPORT_DOWNLOADS_PER_MINUTE (activities/download_tokens.py)
+    export_download_burst: int  # the token bucket's burst (vocabulary/policies.py: DEFAULT_DOWNLOAD_BURST)

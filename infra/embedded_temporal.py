@@ -192,14 +192,8 @@ async def start_dev_server(
         data_converter=DATA_CONVERTER,
         interceptors=client_interceptors(),  # tracing, as connect() does (the workers inherit it)
         dev_server_log_level="error",
-        # One partition per task queue: the server's rate limit on the bundle-downloads queue then starts
-        # at once and keeps 2/min (with the default 4 partitions the first download waited ~2 min).
-        dev_server_extra_args=[
-            "--dynamic-config-value",
-            "matching.numTaskqueueReadPartitions=1",
-            "--dynamic-config-value",
-            "matching.numTaskqueueWritePartitions=1",
-        ],
+        # No dynamic config: the server's defaults, as on any cluster (the download limit is a workflow's,
+        # workflows/download_tokens.py, and holds with the default 4 partitions per task queue).
     )
     stack.push_async_callback(env.shutdown)
     address, ui_url = f"127.0.0.1:{port}", f"http://127.0.0.1:{ui_port}"

@@ -39,8 +39,8 @@ async def running_worker(
 ) -> AsyncIterator[str]:
     """In-process workers (main + bundle downloads) on their own task queue; yields the task queue name."""
     task_queue = f"tq-{uuid.uuid4().hex[:12]}"
-    # Server-side rate limits run on wall time, which time skipping cannot skip: tests lift it and
-    # let the simulator's own 2/minute limit (on the test server's clock) answer 429 + Retry-After.
+    # Tests lift the download limit (the token bucket's timers, which time skipping would skip) unless they
+    # ask for it, and let the simulator's own 2/minute limit (on the test server's clock) answer 429s.
     settings.setdefault("fullstory_export_downloads_per_minute", 60_000)
     config = Settings(fullstory_data_dir=str(data_dir), fullstory_task_queue=task_queue, **settings)
     fullstory = FullstoryClient(api_key, base_url, base_url, timeout=10)
@@ -49,8 +49,20 @@ async def running_worker(
             for w in make_workers(client, fullstory, config):
                 await stack.enter_async_context(w)
             yield task_queue
+            await end_download_tokens(client, task_queue, fullstory.key_fingerprint)
     finally:
         await fullstory.aclose()
+
+
+async def end_download_tokens(client: Client, task_queue: str, key_fingerprint: str) -> None:
+    """The token bucket waits until it is full again before it ends (a timer): with no worker left to run it,
+    that timer's workflow task would hold up the time-skipping server's clock for the module's other tests."""
+    from temporalio.service import RPCError
+
+    from vocabulary.token_messages import tokens_workflow_id
+
+    with contextlib.suppress(RPCError):
+        await client.get_workflow_handle(tokens_workflow_id(task_queue, key_fingerprint)).terminate("test done")
 
 
 class TemporalClock:

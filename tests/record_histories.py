@@ -117,6 +117,7 @@ async def main() -> None:
                 sim.fail_windows = [SEGMENT_SYNC_FAILING_WINDOW] if name.endswith("failed") else []
                 await record(env, sim, name, *SEGMENT_SYNC, data, workflow_id=name)
             await record_bulk_import(env, sim, data)
+            await record_download_tokens(env, sim, data)
     finally:
         await env.shutdown()
 
@@ -148,8 +149,51 @@ async def record_bulk_import(env: WorkflowEnvironment, sim: Simulator, data: Pat
         print(f"{file}: {len(history.events)} events")
 
 
+async def record_download_tokens(env: WorkflowEnvironment, sim: Simulator, data: Path) -> None:
+    """A legacy sync of 3 bundles, each download taking a token, and the token bucket until its idle end."""
+    from datetime import timedelta
+
+    from temporalio.client import WorkflowExecutionStatus
+
+    from vocabulary.slot_messages import key_fingerprint
+    from vocabulary.token_messages import tokens_workflow_id
+
+    sim.add_bundles(3, size=2048, start=1_700_000_000, span=600)
+    name = "data_export_sync_download_tokens"
+    async with running_worker(env.client, sim.base_url, data, fullstory_export_downloads_per_minute=2) as tq:
+        handle = await env.client.start_workflow(
+            "DataExportSyncWorkflow",
+            {"start": 1_700_000_000, "destination": str(data / "bundles-tokens")},
+            id=name,
+            task_queue=tq,
+        )
+        await handle.result()
+        histories = {name: await handle.fetch_history()}
+        tokens = env.client.get_workflow_handle(tokens_workflow_id(tq, key_fingerprint(f"Basic {API_KEY}")))
+        await env.sleep(timedelta(minutes=3))  # idle and full for IDLE_LINGER: it ends by itself
+        assert (await tokens.describe()).status == WorkflowExecutionStatus.COMPLETED
+        histories["download_tokens_idle_end"] = await tokens.fetch_history()
+    for file, history in histories.items():
+        (OUT / f"{file}.json").write_text(history.to_json())
+        print(f"{file}: {len(history.events)} events")
+
+
 if __name__ == "__main__":
-    if sys.argv[1:] == ["bulk"]:  # only the bulk import's histories (the others stay as recorded)
+    if sys.argv[1:] == ["tokens"]:  # only the download limit's histories (the others stay as recorded)
+
+        async def tokens_only() -> None:
+            env = await WorkflowEnvironment.start_time_skipping(
+                test_server_existing_path=str(VENV_BIN / "temporal-test-server"), data_converter=DATA_CONVERTER
+            )
+            try:
+                with Simulator(api_key=API_KEY) as sim, tempfile.TemporaryDirectory() as tmp:
+                    sim.clock = await TemporalClock.start(env)
+                    await record_download_tokens(env, sim, Path(tmp))
+            finally:
+                await env.shutdown()
+
+        asyncio.run(tokens_only())
+    elif sys.argv[1:] == ["bulk"]:  # only the bulk import's histories (the others stay as recorded)
 
         async def bulk_only() -> None:
             env = await WorkflowEnvironment.start_time_skipping(

@@ -81,3 +81,10 @@ def poll_retry(max_interval: timedelta) -> RetryPolicy:
         maximum_interval=max_interval,
         non_retryable_error_types=NON_RETRYABLE,
     )
+
+
+# The download limit (workflows/download_tokens.py): legacy bundle downloads are spaced by the token
+# bucket at FULLSTORY_EXPORT_DOWNLOADS_PER_MINUTE, with this burst (at most this many downloads at once
+# after an idle spell). 1: evenly spaced, so no minute (sliding or on the clock) ever sees more than the
+# rate; 2 would let two starts land together, which a fixed-window limit at Fullstory could count as 2 + 1.
+DEFAULT_DOWNLOAD_BURST = 1

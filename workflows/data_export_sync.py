@@ -15,7 +15,8 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 from temporalio import workflow
-from temporalio.common import VersioningBehavior
+from temporalio.common import RetryPolicy, VersioningBehavior
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError, TimeoutType
 
 with workflow.unsafe.imports_passed_through():
     from activities.legacy_export import (
@@ -27,12 +28,19 @@ with workflow.unsafe.imports_passed_through():
     )
     from vocabulary import errors
     from vocabulary.contract import LOCATION_HELP, InputModel, ResultModel
-    from vocabulary.policies import HEARTBEAT_TIMEOUT, LONG_RETRY
+    from vocabulary.errors import NON_RETRYABLE
+    from vocabulary.policies import HEARTBEAT_TIMEOUT, LONG_RETRY, UNATTENDED_STEP_BUDGET
     from vocabulary.texts import LIVE_STATUS_ROW, Row, at, code, iso, location, plain, shorten, size, span, unix
-    from workflows.steps import ProgressTracker, ProgressWorkflow, parse_input
+    from vocabulary.token_messages import GRANTED_SIGNAL, TokenGrant
+    from workflows.download_tokens import TokenTaker
+    from workflows.steps import ProgressTracker, ProgressWorkflow, parse_input, raise_activity_failure, remaining
 
 
 BUNDLE_ATTEMPT_TIMEOUT = timedelta(hours=6)
+# 2026-12: each download attempt takes a token of the durable bucket (workflows/download_tokens.py) and
+# the workflow retries; runs that stored a bundle before it replay with the server-rate-limited queue's retry.
+DOWNLOAD_TOKENS_PATCH = "download-tokens"
+ONE_ATTEMPT = RetryPolicy(maximum_attempts=1)  # the retry is the workflow's: a new attempt takes a new token
 
 
 # --- The contract --------------------------------------------------------------------------------
@@ -97,6 +105,14 @@ def workflow_id_for(args: DataExportSyncInput, unique: str) -> str:
 class DataExportSyncWorkflow(ProgressWorkflow):
     timeout_error = errors.SYNC_TIMEOUT
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.tokens = TokenTaker()
+
+    @workflow.signal(name=GRANTED_SIGNAL)
+    def download_token_granted(self, grant: TokenGrant) -> None:
+        self.tokens.granted(grant)
+
     @workflow.run
     async def run(self, input: dict[str, Any]) -> DataExportSyncResult:
         args = parse_input(DataExportSyncInput, input)
@@ -135,17 +151,63 @@ class DataExportSyncWorkflow(ProgressWorkflow):
         return state.unstored(page)
 
     async def store(self, bundle: ExportBundle, state: SyncState) -> None:
-        """One bundle, downloaded on the rate-limited downloads task queue; then the cursor moves to its end."""
-        stored = await self.unattended_step(
-            BundleStoreActivities.store_export_bundle,
-            StoreExportBundleParams(bundle=bundle, destination=state.args.destination),
-            f"Store bundle {bundle.id} ({iso(bundle.start)}..{iso(bundle.stop)})",
-            task_queue=BundleStoreActivities.task_queue(workflow.info().task_queue),
-            start_to_close=BUNDLE_ATTEMPT_TIMEOUT,
-            heartbeat=HEARTBEAT_TIMEOUT,
-            retry=LONG_RETRY,
-        )
+        """One bundle, downloaded once a download token is granted; then the cursor moves to its end."""
+        params = StoreExportBundleParams(bundle=bundle, destination=state.args.destination)
+        summary = f"Store bundle {bundle.id} ({iso(bundle.start)}..{iso(bundle.stop)})"
+        task_queue = BundleStoreActivities.task_queue(workflow.info().task_queue)
+        if not workflow.patched(DOWNLOAD_TOKENS_PATCH):
+            stored = await self.unattended_step(
+                BundleStoreActivities.store_export_bundle,
+                params,
+                summary,
+                task_queue=task_queue,
+                start_to_close=BUNDLE_ATTEMPT_TIMEOUT,
+                heartbeat=HEARTBEAT_TIMEOUT,
+                retry=LONG_RETRY,
+            )
+        else:
+            stored = await self.store_paced(bundle, params, summary, task_queue)
         state.stored(bundle, stored)
+
+    async def store_paced(
+        self, bundle: ExportBundle, params: StoreExportBundleParams, summary: str, task_queue: str
+    ) -> StoredBundle:
+        """Each attempt takes a download token first (each is a fresh GET that Fullstory counts); a 429's
+        Retry-After (or a short backoff) passes before the next token is asked for."""
+        deadline = workflow.now() + UNATTENDED_STEP_BUDGET
+        attempt = 0
+        while True:
+            attempt += 1
+            await self.tokens.take(self, f"bundle-{bundle.id}", deadline)
+            try:
+                return await workflow.execute_activity_method(
+                    BundleStoreActivities.store_export_bundle,
+                    params,
+                    # The same id every attempt: the download's part file is named by it, so a new attempt
+                    # (another worker, after a kill) resumes what the last one wrote.
+                    activity_id=f"store-bundle-{bundle.id}",
+                    summary=summary if attempt == 1 else f"{summary}, attempt {attempt}",
+                    task_queue=task_queue,
+                    schedule_to_close_timeout=remaining(deadline),
+                    start_to_close_timeout=BUNDLE_ATTEMPT_TIMEOUT,
+                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                    retry_policy=ONE_ATTEMPT,
+                )
+            except ActivityError as err:
+                delay = retry_delay(err, attempt)
+                if delay is None or workflow.now() + delay >= deadline:
+                    self._tracker.set("failed", f"Failed: {summary}", waiting_until=None)
+                    raise_activity_failure(
+                        err,
+                        timeout_message=f"{summary}: did not succeed within {UNATTENDED_STEP_BUDGET}",
+                        timeout_error=self.timeout_error,
+                    )
+                workflow.logger.info(
+                    "store bundle %s: attempt %d failed (%s); next in %s", bundle.id, attempt, err.cause, delay
+                )
+                await workflow.sleep(
+                    delay, summary=f"{summary}: attempt {attempt} failed; next at {at(workflow.now() + delay)}"
+                )
 
     async def sleep_until_next_listing(self, state: SyncState, say: SyncNarration) -> None:
         """Caught up: a durable timer of `poll_interval`, then list again (in a new run, if history is big)."""
@@ -166,6 +228,26 @@ class DataExportSyncWorkflow(ProgressWorkflow):
                 }
             ).model_dump(mode="json")
         )
+
+
+def retry_delay(err: ActivityError, attempt: int) -> timedelta | None:
+    """How long before the next attempt of a failed download, or None when it must not be retried.
+
+    A 429's (or 503's) Retry-After when the activity carried one; else LONG_RETRY's short capped backoff
+    (a worker that died, a reset). Non-retryable errors and the step's own deadline are not retried.
+    """
+    cause = err.cause
+    if isinstance(cause, TimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_CLOSE:
+        return None
+    if isinstance(cause, ApplicationError):
+        if cause.non_retryable or (cause.type or "") in NON_RETRYABLE:
+            return None
+        if cause.next_retry_delay:
+            return cause.next_retry_delay
+    elif isinstance(cause, CancelledError):
+        return None
+    first, cap = LONG_RETRY.initial_interval, LONG_RETRY.maximum_interval or LONG_RETRY.initial_interval
+    return min(cap, first * LONG_RETRY.backoff_coefficient ** (attempt - 1))
 
 
 class SyncState:

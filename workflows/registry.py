@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from activities.batch_job import BatchActivities
 from activities.bulk_import import BulkActivities
 from activities.download import DownloadActivities
+from activities.download_tokens import DownloadTokenActivities
 from activities.legacy_export import BundleStoreActivities, LegacyExportActivities
 from activities.locations import LocationActivities
 from activities.operations import Operation, OperationActivities
@@ -28,6 +29,7 @@ from workflows import (
     batch_job,
     bulk_import,
     data_export_sync,
+    download_tokens,
     operation,
     org_batch_limit,
     segment_export,
@@ -121,8 +123,20 @@ JOBS: tuple[Job, ...] = (
         data_export_sync.DataExportSyncResult,
         data_export_sync.workflow_id_for,
         data_export_sync.start_texts,
-        (LegacyExportActivities, BundleStoreActivities, LocationActivities),
+        (LegacyExportActivities, BundleStoreActivities, DownloadTokenActivities, LocationActivities),
         hidden_fields=data_export_sync.HIDDEN_FIELDS,
+    ),
+    Job(
+        download_tokens.DownloadTokensWorkflow,
+        "download-tokens",
+        "Download tokens",
+        download_tokens.DownloadTokensInput,
+        download_tokens.DownloadTokensResult,
+        download_tokens.workflow_id_for,
+        download_tokens.start_texts,
+        (DownloadTokenActivities,),
+        hidden_fields=download_tokens.HIDDEN_FIELDS,
+        startable=False,  # started on demand by request_download_token (its id derives from the API key)
     ),
     Job(
         segment_export_sync.SegmentExportSyncWorkflow,
