@@ -48,6 +48,7 @@ EXPECTED = {
     "SegmentExportSyncWorkflow": VersioningBehavior.AUTO_UPGRADE,
     "DataExportSyncWorkflow": VersioningBehavior.AUTO_UPGRADE,
     "BatchSlotsWorkflow": VersioningBehavior.AUTO_UPGRADE,
+    "DownloadTokensWorkflow": VersioningBehavior.AUTO_UPGRADE,
 }
 
 
