@@ -137,7 +137,8 @@ async def start_sync(client: Client, tq: str, dest: Path):
     )
 
 
-@pytest.mark.e2e  # ~80 s: 70 s of paced downloads
+@pytest.mark.e2e
+@pytest.mark.slow  # ~80 s: 70 s of paced downloads (`make test-slow`, which CI runs, keeps `make test` under 10 min)
 async def test_eight_bundles_at_six_a_minute_on_a_default_cluster_with_three_workers(dev_env, sim, tmp_path):
     """dev_env is `temporal server start-dev` with no dynamic config: 4 partitions per task queue."""
     sim.legacy_per_minute, sim.legacy_burst = PER_MINUTE, 2  # Fullstory's side: refuses a faster pace
