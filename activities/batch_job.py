@@ -16,10 +16,8 @@ unknown fields are ignored, optional ones may be absent.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -32,10 +30,10 @@ from activities.deps import ActivityDeps
 from activities.fullstory_client import malformed_error, next_check_text
 from activities.heartbeat import Heartbeater, resume_details
 from activities.journal import Journal
-from activities.locations import Locations, PartFile, Source, safe_name
-from activities.request_items import open_source, read_items, staged_lines  # NDJSON/JSON array, gzip or not
+from activities.locations import PartFile, Source, safe_name
+from activities.request_items import load_requests_file, staged_lines  # NDJSON/JSON array, gzip or not
 from vocabulary import errors
-from vocabulary.contract import MAX_BATCH_REQUESTS, BatchJobStatus, BatchKind
+from vocabulary.contract import BatchJobStatus, BatchKind
 from vocabulary.policies import poll_delay, poll_delay_for_age
 
 # --- Fullstory's payloads --------------------------------------------------------------------------
@@ -136,37 +134,6 @@ def _job_path(kind: str, job_id: str) -> str:
     return f"/v2/{kind}/batch/{quote(job_id, safe='')}"
 
 
-def load_requests_file(locations: Locations, url: str) -> tuple[list[Any], dict[str, Any] | None]:
-    """Read `requests_url`: a JSON list of items, {"requests": [...], "shared": {...}}, or NDJSON; gzip or not."""
-    source = locations.source(url, "requests_url")
-    where = source.describe()
-    try:
-        with open_source(source) as fh:
-            raw = fh.read()
-    except (OSError, EOFError) as e:
-        reason = getattr(e, "strerror", None) or e
-        raise errors.INVALID_INPUT(f"requests_url {where!r}: cannot read: {reason}") from None
-    try:
-        data = json.loads(raw)
-    except UnicodeDecodeError as e:
-        raise errors.INVALID_INPUT(f"requests_url {where!r}: not valid JSON: {e}") from None
-    except json.JSONDecodeError as e:
-        if e.msg != "Extra data":
-            raise errors.INVALID_INPUT(f"requests_url {where!r}: not valid JSON: {e}") from None
-        data = [json.loads(text) for _, text in read_items(source, "requests_url")]  # NDJSON: one item a line
-    shared = None
-    if isinstance(data, dict):
-        shared = data.get("shared")
-        data = data.get("requests")
-    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-        raise errors.INVALID_INPUT(f'requests_url {where!r}: expected a JSON list of objects or {{"requests": [...]}}')
-    if not 1 <= len(data) <= MAX_BATCH_REQUESTS:
-        raise errors.INVALID_INPUT(
-            f"requests_url {where!r}: holds {len(data):,} requests; a batch takes 1..{MAX_BATCH_REQUESTS:,}"
-        )
-    return data, shared
-
-
 def next_poll(job: BatchJob, attempt: int, cap: timedelta) -> timedelta:
     """When to check a PROCESSING job again: by its age when Fullstory says when it was created (its end is
     then seen within max(2 s, 10 % of its age)), else by the number of checks so far."""
@@ -176,27 +143,6 @@ def next_poll(job: BatchJob, attempt: int, cap: timedelta) -> timedelta:
     # "Now" is the server's time of this attempt: the worker's clock may be off (and a test server skips time).
     now = activity.info().current_attempt_scheduled_time
     return poll_delay_for_age(now - created, cap)
-
-
-class Body:
-    """A request body streamed from a file, a piece at a time (reads run off the event loop)."""
-
-    PIECE = 1 << 20
-
-    def __init__(self, source: Source) -> None:
-        self.source = source
-
-    def size(self) -> int:
-        with self.source.open() as fh:
-            return fh.seek(0, io.SEEK_END)
-
-    async def pieces(self) -> AsyncIterator[bytes]:
-        fh = await asyncio.to_thread(self.source.open)
-        try:
-            while piece := await asyncio.to_thread(fh.read, self.PIECE):
-                yield piece
-        finally:
-            fh.close()
 
 
 class BatchActivities:
@@ -215,13 +161,13 @@ class BatchActivities:
         count, body = await asyncio.to_thread(self._create_body, params)
         what = f"create {params.kind} batch job ({count} requests)"
         headers = {"Idempotency-Key": params.idempotency_key}
-        if isinstance(body, Body):
+        if isinstance(body, Source):
             headers["Content-Length"] = str(await asyncio.to_thread(body.size))
         response = await self.client.call(
             "POST",
             f"/v2/{params.kind}/batch",
             what=what,
-            content=body.pieces() if isinstance(body, Body) else body,
+            content=body.pieces() if isinstance(body, Source) else body,
             headers=headers,
         )
         try:
@@ -231,12 +177,12 @@ class BatchActivities:
         activity.logger.info("created %s batch job %s", params.kind, job.id)
         return job
 
-    def _create_body(self, params: CreateBatchJobParams) -> tuple[int, bytes | Body]:
+    def _create_body(self, params: CreateBatchJobParams) -> tuple[int, bytes | Source]:
         """(how many requests, the create's JSON body). A bulk import's staged chunk IS that body: streamed
         from the file as it is, never parsed into objects nor held whole (flat memory whatever
         max_in_flight, and the same bytes after any crash)."""
         if params.requests_url and (lines := staged_lines(self.locations, params.requests_url)) is not None:
-            return len(lines), Body(self.locations.source(params.requests_url, "requests_url"))
+            return len(lines), self.locations.source(params.requests_url, "requests_url")
         requests, shared = params.requests, params.shared
         if params.requests_url:
             requests, shared = load_requests_file(self.locations, params.requests_url)

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import os
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Protocol
@@ -82,6 +83,19 @@ class Source:
         fs, path = _filesystem(self.location)
         fh: IO[bytes] = fs.open(path, "rb")
         return fh
+
+    def size(self) -> int:
+        with self.open() as fh:
+            return fh.seek(0, io.SEEK_END)
+
+    async def pieces(self, piece: int = 1 << 20) -> AsyncIterator[bytes]:
+        """The bytes a piece at a time, read off the event loop: a request body streamed from the file."""
+        fh = await asyncio.to_thread(self.open)
+        try:
+            while data := await asyncio.to_thread(fh.read, piece):
+                yield data
+        finally:
+            fh.close()
 
 
 # --- Writing --------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import orjson
 
 from activities.locations import Locations, PartFile, Source
 from vocabulary import errors
+from vocabulary.contract import MAX_BATCH_REQUESTS
 
 READ_BLOCK = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
@@ -231,6 +232,37 @@ class _ArrayReader:
 
     def _bad(self, what: str) -> errors.ApplicationError:
         return errors.INVALID_INPUT(f"{self.field} {self.where!r} line {self.line}: {what}")
+
+
+def load_requests_file(locations: Locations, url: str) -> tuple[list[Any], dict[str, Any] | None]:
+    """Read `requests_url`: a JSON list of items, {"requests": [...], "shared": {...}}, or NDJSON; gzip or not."""
+    source = locations.source(url, "requests_url")
+    where = source.describe()
+    try:
+        with open_source(source) as fh:
+            raw = fh.read()
+    except (OSError, EOFError) as e:
+        reason = getattr(e, "strerror", None) or e
+        raise errors.INVALID_INPUT(f"requests_url {where!r}: cannot read: {reason}") from None
+    try:
+        data = json.loads(raw)
+    except UnicodeDecodeError as e:
+        raise errors.INVALID_INPUT(f"requests_url {where!r}: not valid JSON: {e}") from None
+    except json.JSONDecodeError as e:
+        if e.msg != "Extra data":
+            raise errors.INVALID_INPUT(f"requests_url {where!r}: not valid JSON: {e}") from None
+        data = [json.loads(text) for _, text in read_items(source, "requests_url")]  # NDJSON: one item a line
+    shared = None
+    if isinstance(data, dict):
+        shared = data.get("shared")
+        data = data.get("requests")
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise errors.INVALID_INPUT(f'requests_url {where!r}: expected a JSON list of objects or {{"requests": [...]}}')
+    if not 1 <= len(data) <= MAX_BATCH_REQUESTS:
+        raise errors.INVALID_INPUT(
+            f"requests_url {where!r}: holds {len(data):,} requests; a batch takes 1..{MAX_BATCH_REQUESTS:,}"
+        )
+    return data, shared
 
 
 # --- Staged chunks ---------------------------------------------------------------------------------------
