@@ -85,11 +85,15 @@ def get_starts(sim) -> list[float]:
     return sorted(r.at for r in sim.requests if r.route == GET_ROUTE)
 
 
-def check_pace(sim, t_start: float, t_end: float, what: str, outage: float = 0.0, tail: float = 0.0) -> list[float]:
+def check_pace(
+    sim, t_start: float, t_end: float, what: str, outage: float = 0.0, tail: float = 0.0, lost: float = 0.0
+) -> list[float]:
     """Every GET at least INTERVAL after the one before (beyond the burst), the whole within 15 %.
 
     The expected time is (GETs - burst) / rate: (8 - burst) / 6 minutes with one GET a bundle; the sync's
-    total adds the last download's own length (`tail`) and any time the server was down (`outage`)."""
+    total adds the last download's own length (`tail`), any time the server was down (`outage`), and
+    `lost`: tokens a fault may spend with no GET (one granted as the server goes down is not refunded:
+    the limit errs on the slow side, never on the fast one)."""
     starts = get_starts(sim)
     gaps = [round(b - a, 2) for a, b in zip(starts, starts[1:], strict=False)]
     span = starts[-1] - starts[0]
@@ -104,8 +108,8 @@ def check_pace(sim, t_start: float, t_end: float, what: str, outage: float = 0.0
     )
     assert len(gaps) >= BURST - 1
     assert min(gaps[BURST - 1 :]) >= INTERVAL - DISPATCH_SLACK, gaps
-    assert -TOLERANCE * expected <= span - expected <= TOLERANCE * expected + outage, (span, expected, outage)
-    assert abs(total - expected - tail - outage) <= TOLERANCE * expected, (total, expected, tail, outage)
+    assert -TOLERANCE * expected <= span - expected <= TOLERANCE * expected + outage + lost, (span, expected, outage)
+    assert -TOLERANCE * expected <= total - expected - tail - outage <= TOLERANCE * expected + lost, (total, expected)
     assert sim.legacy_429s == 0
     return starts
 
@@ -216,7 +220,13 @@ async def test_the_pace_holds_across_a_worker_sigkill_and_a_server_restart(sim, 
         server.stop()
     check_bundles(result, sim, ids, dest)
     starts = check_pace(
-        sim, t_start, t_end, "SIGKILL mid-download + server restart", outage=outage, tail=(2 << 20) / (512 << 10)
+        sim,
+        t_start,
+        t_end,
+        "SIGKILL mid-download + server restart",
+        outage=outage,
+        tail=(2 << 20) / (512 << 10),
+        lost=INTERVAL,  # at most one token, granted while the server went down
     )
     retried = len(starts) - WANTED
     print(
