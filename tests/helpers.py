@@ -167,3 +167,13 @@ class WorkerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+async def activities_scheduled(handle) -> int:
+    """How many activities a run scheduled: a long wait made of retries of one activity keeps this
+    small however long it lasts. Counted by activity, not by event: a loaded machine adds
+    workflow-task timeouts to a history, which say nothing about the design."""
+    from temporalio.api.enums.v1 import EventType
+
+    events = (await handle.fetch_history()).events
+    return sum(e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED for e in events)
