@@ -33,9 +33,11 @@ class ManifestEntry(BaseModel):
     sha256: str
     operation_id: str
     finished_at: datetime
+    table: str | None = None  # with `load`: where its rows are (`duckdb fullstory.events`), and how many
+    rows: int | None = None
 
     def line(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), separators=(",", ":"), sort_keys=True)
+        return json.dumps(self.model_dump(mode="json", exclude_none=True), separators=(",", ":"), sort_keys=True)
 
 
 class SyncPlaceParams(BaseModel):
@@ -44,6 +46,7 @@ class SyncPlaceParams(BaseModel):
     type: str
     since: datetime  # report windows listed from here...
     until: datetime  # ...to here
+    load_table: str | None = None  # with `load`: only windows listed as loaded there count as done
 
 
 class SyncPlace(BaseModel):
@@ -94,7 +97,9 @@ class SegmentSyncActivities:
         listed = [
             start
             for start, entry in parse_manifest(manifest.read()).items()
-            if params.since <= start < params.until and manifest.size_of(entry.file) == entry.bytes
+            if params.since <= start < params.until
+            and manifest.size_of(entry.file) == entry.bytes
+            and (params.load_table is None or entry.table == params.load_table)
         ]
         return SyncPlace(files_location=where, manifest_location=manifest.location, listed=sorted(listed))
 

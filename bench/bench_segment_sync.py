@@ -18,7 +18,7 @@ from pathlib import Path
 
 from common import API_KEY, PeakRss, Simulator, dev_server, mib, run, worker_process
 from workflows.segment_export import SegmentExportResult
-from workflows.segment_export_sync import SegmentExportSyncResult
+from workflows.segment_sync_input import SegmentExportSyncResult
 
 
 def served(sim: Simulator, ops: list[str]) -> int:

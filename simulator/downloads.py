@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from .files import GzipFile, Truncated
 from .protocol import Request, Response, error
+from .table_files import TableFile
 
 RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
@@ -30,12 +31,23 @@ class Download:
     bytes_served: int = 0
     downloads: int = 0
     head: str = ""  # the file's first row (GzipFile's head): e.g. the export's requested timeRange
-    _file: GzipFile | None = field(default=None, repr=False)
+    table_rows: int = 0  # > 0: a file of that many real, distinct rows (table_files.py) instead of blocks
+    table_time: tuple[float, float] = (0.0, 3600.0)  # ...their EventStart times fall in [start, stop)
+    new_field_from: float | None = None  # ...and rows of a file starting from then carry one more field
+    _file: GzipFile | TableFile | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def __post_init__(self) -> None:
+        if self.table_rows > 0:
+            _ = self.file  # built now: its size is the size the API reports
+
     @property
-    def file(self) -> GzipFile:
+    def file(self) -> GzipFile | TableFile:
         with self._lock:
+            if self._file is None and self.table_rows > 0:
+                start, stop = self.table_time
+                self._file = TableFile(self.table_rows, self.file_format, self.seed, start, stop, self.new_field_from)
+                self.size = self._file.size
             if self._file is None:
                 self._file = GzipFile(self.size, self.file_format, self.seed, self.head)
             return self._file

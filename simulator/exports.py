@@ -98,6 +98,8 @@ class Exports:
         export_id: str | None = None,
         head: str = "",
         seed: int | None = None,
+        table_rows: int = 0,
+        new_field_from: float | None = None,
     ) -> str:
         if final_state not in ("COMPLETED", "FAILED"):
             raise ValueError("final_state must be COMPLETED or FAILED")
@@ -121,6 +123,9 @@ class Exports:
             truncate_gzip=truncate_gzip,
             truncate_count=truncate_count,
             head=head,
+            table_rows=int(table_rows),
+            table_time=_time_range_of(head),
+            new_field_from=new_field_from,
         )
         if final_state == "FAILED" and error_details is None:
             error_details = "export failed"
@@ -177,6 +182,8 @@ class Exports:
             if key and key in self.idempotent:
                 return json_response({"operationId": self.idempotent[key]})
         content, ext = FORMATS[body["format"]]
+        if self.sim.export_defaults.get("table_rows") and ext == "csv":
+            content = "csv"  # table files are real CSV
         options: dict[str, Any] = {"filename": f"export.{ext}.gz", "file_format": content, **self.sim.export_defaults}
         # The file answers the request: its first row names the segment and timeRange, and its rows depend on them.
         time_range = body["timeRange"]
@@ -320,3 +327,12 @@ def validate_export(body: Any) -> str | None:
     ):
         return "fields must be a non-empty list of field names"
     return None
+
+
+def _time_range_of(head: str) -> tuple[float, float]:
+    """A table file's rows fall in the export's requested timeRange (the file's head names it)."""
+    try:
+        r = json.loads(head)["ExportTimeRange"]
+        return parse_rfc3339(r["start"]), parse_rfc3339(r["end"])
+    except (ValueError, KeyError, TypeError):
+        return 0.0, 3600.0

@@ -73,8 +73,13 @@ class LegacyExport:
             for i in range(count):
                 self._next_id += 7919  # not consecutive, like real ids
                 bundle_id = str(self._next_id)
+                times = (
+                    {"table_time": (start + i * span, start + (i + 1) * span)}
+                    if "table_rows" in download_options
+                    else {}
+                )
                 dl = Download(
-                    bundle_id, int(size), "DataExport.json.gz", "json", seed=self._next_id, **download_options
+                    bundle_id, int(size), "DataExport.json.gz", "json", seed=self._next_id, **times, **download_options
                 )
                 self.bundles[bundle_id] = Bundle(bundle_id, start + i * span, start + (i + 1) * span, now, dl)
                 ids.append(bundle_id)

@@ -22,12 +22,8 @@ from temporalio.exceptions import ApplicationError
 import cli
 from helpers import TemporalClock, running_worker, server_time, wait_until
 from simulator import Simulator
-from workflows.segment_export_sync import (
-    SegmentExportSyncInput,
-    SegmentExportSyncResult,
-    segment_sync_workflow_id,
-    window_filename,
-)
+from workflows.segment_sync_input import SegmentExportSyncInput, SegmentExportSyncResult, segment_sync_workflow_id
+from workflows.segment_windows import window_filename
 
 HOUR = 3600
 

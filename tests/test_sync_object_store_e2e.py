@@ -19,7 +19,8 @@ from temporalio.api.enums.v1 import PendingActivityState
 
 from workflows.data_export_sync import DataExportSyncResult
 from workflows.segment_export import SegmentExportResult
-from workflows.segment_export_sync import SegmentExportSyncResult, window_filename
+from workflows.segment_sync_input import SegmentExportSyncResult
+from workflows.segment_windows import window_filename
 
 pytestmark = pytest.mark.e2e
 

@@ -91,5 +91,12 @@ DOWNLOAD_INCOMPLETE = _declare("DownloadIncomplete", True, "the body ended early
 DOWNLOAD_URL_REJECTED = _declare("DownloadUrlRejected", True, "the storage host kept refusing fresh URLs")
 DOWNLOAD_CORRUPT = _declare("DownloadCorrupt", True, "the file is not a valid gzip stream (downloaded anew)")
 
+# --- Loading exports as tables (activities/table_load.py) ------------------------------------------
+LOAD_DESTINATION_INVALID = _declare(
+    "LoadDestinationInvalid", False, "the load destination is unknown, not configured, or cannot be reached"
+)
+LOAD_FILE_CHANGED = _declare("LoadFileChanged", False, "the published file is not the one downloaded (sha256)")
+LOAD_FAILED = _declare("LoadFailed", True, "the destination refused the load or is down (retried)")
+
 # Temporal's retry policies never retry these (derived, never listed by hand).
 NON_RETRYABLE: list[str] = [e.name for e in CATALOGUE.values() if not e.retryable]

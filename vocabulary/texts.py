@@ -158,3 +158,8 @@ def one_line(headline: str, rows: Iterable[Row] = ()) -> str:
     """Headline and rows as one plain line: `headline; label: value; ...`."""
     parts = [plain(headline)] + [f"{label.lower()}: {plain(value)}" for label, value in rows if value]
     return "; ".join(parts)
+
+
+def stamp(t: datetime) -> str:
+    """A window bound in names: `20261101T000000Z` (sorts by time; no colons)."""
+    return t.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")

@@ -10,7 +10,7 @@ bounded, carrying the cursor.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
@@ -30,10 +30,12 @@ with workflow.unsafe.imports_passed_through():
     from vocabulary.contract import LOCATION_HELP, InputModel, ResultModel
     from vocabulary.errors import NON_RETRYABLE
     from vocabulary.policies import HEARTBEAT_TIMEOUT, LONG_RETRY, UNATTENDED_STEP_BUDGET
+    from vocabulary.table_load import LoadSpec, window_key
     from vocabulary.texts import LIVE_STATUS_ROW, Row, at, code, iso, location, plain, shorten, size, span, unix
     from vocabulary.token_messages import GRANTED_SIGNAL, TokenGrant
     from workflows.download_tokens import TokenTaker
     from workflows.steps import ProgressTracker, ProgressWorkflow, parse_input, raise_activity_failure, remaining
+    from workflows.table_load import check_load, load_window
 
 
 BUNDLE_ATTEMPT_TIMEOUT = timedelta(hours=6)
@@ -57,9 +59,13 @@ class DataExportSyncInput(InputModel):
     bundles_per_run: int = Field(
         default=200, ge=1, le=10_000, description="Continue-as-new after this many bundles (keeps history bounded)."
     )
+    load: LoadSpec | None = Field(
+        default=None, description='Load each bundle as a table, exactly once: {"destination": "duckdb"} (or parquet).'
+    )
     # Carried across continue-as-new; callers leave them at 0.
     bundles_so_far: int = Field(default=0, ge=0)
     bytes_so_far: int = Field(default=0, ge=0)
+    rows_so_far: int = Field(default=0, ge=0)
 
     @field_validator("poll_interval")
     @classmethod
@@ -82,10 +88,11 @@ class DataExportSyncResult(ResultModel):
     cursor_iso: str
     bundles: int
     bytes: int
+    rows_loaded: int = 0  # with `load`: rows of every bundle before the cursor
 
 
 # Carried across continue-as-new, not for callers (the CLI hides them).
-HIDDEN_FIELDS = frozenset({"bundles_so_far", "bytes_so_far"})
+HIDDEN_FIELDS = frozenset({"bundles_so_far", "bytes_so_far", "rows_so_far"})
 
 
 def data_export_sync_workflow_id(destination: str | None = None) -> str:
@@ -119,6 +126,7 @@ class DataExportSyncWorkflow(ProgressWorkflow):
         state = SyncState(args)
         say = SyncNarration(self._tracker, args, state)
         await self.check_locations(destination=args.destination)
+        await check_load(self, args.load, "BUNDLE")
 
         while True:
             if args.stop is not None and state.cursor >= args.stop:
@@ -167,6 +175,19 @@ class DataExportSyncWorkflow(ProgressWorkflow):
             )
         else:
             stored = await self.store_paced(bundle, params, summary, task_queue)
+        if state.args.load is not None:  # loaded before the cursor moves: it never passes a bundle not loaded
+            loaded = await load_window(
+                self,
+                state.args.load,
+                kind="BUNDLE",
+                format="FORMAT_JSON",
+                file=stored.location,
+                sha256=stored.sha256,
+                window=window_key("bundle", bundle.id),
+                window_start=datetime.fromtimestamp(bundle.start, UTC),
+                window_end=datetime.fromtimestamp(bundle.stop, UTC),
+            )
+            state.rows += loaded.rows
         state.stored(bundle, stored)
 
     async def store_paced(
@@ -225,6 +246,7 @@ class DataExportSyncWorkflow(ProgressWorkflow):
                     "start": state.cursor,
                     "bundles_so_far": state.bundles,
                     "bytes_so_far": state.bytes,
+                    **({"rows_so_far": state.rows} if state.args.load is not None else {}),
                 }
             ).model_dump(mode="json")
         )
@@ -256,6 +278,7 @@ class SyncState:
     def __init__(self, args: DataExportSyncInput) -> None:
         self.args = args
         self.cursor, self.bundles, self.bytes = args.start, args.bundles_so_far, args.bytes_so_far
+        self.rows = args.rows_so_far
         self.stored_this_run = 0
 
     def unstored(self, page: list[ExportBundle]) -> list[ExportBundle]:
@@ -271,7 +294,11 @@ class SyncState:
 
     def result(self) -> DataExportSyncResult:
         return DataExportSyncResult(
-            cursor=self.cursor, cursor_iso=iso(self.cursor), bundles=self.bundles, bytes=self.bytes
+            cursor=self.cursor,
+            cursor_iso=iso(self.cursor),
+            bundles=self.bundles,
+            bytes=self.bytes,
+            rows_loaded=self.rows,
         )
 
 
@@ -295,6 +322,7 @@ class SyncNarration:
                     f"{s.bundles:,} bundles, {size(s.bytes)}"
                     + (f" ({s.stored_this_run:,} in this run)" if s.bundles != s.stored_this_run else ""),
                 ),
+                ("Loaded", f"{s.rows:,} rows into {code(args.load.describe('BUNDLE'))}" if args.load else ""),
                 (
                     "Mode",
                     f"follow: list again every {span(args.poll_interval)} when caught up"

@@ -24,6 +24,7 @@ from activities.locations import LocationActivities
 from activities.operations import Operation, OperationActivities
 from activities.org_batch_limit import BatchSlotActivities
 from activities.segment_sync import SegmentSyncActivities
+from activities.table_load import TableLoadActivities
 from vocabulary.texts import MAX_SUMMARY, Row, current_details, escape, shorten
 from workflows import (
     batch_job,
@@ -34,6 +35,7 @@ from workflows import (
     org_batch_limit,
     segment_export,
     segment_export_sync,
+    segment_sync_input,
 )
 
 
@@ -103,7 +105,7 @@ JOBS: tuple[Job, ...] = (
         segment_export.SegmentExportResult,
         segment_export.workflow_id_for,
         segment_export.start_texts,
-        (OperationActivities, DownloadActivities, LocationActivities),
+        (OperationActivities, DownloadActivities, LocationActivities, TableLoadActivities),
     ),
     Job(
         operation.OperationWorkflow,
@@ -123,7 +125,13 @@ JOBS: tuple[Job, ...] = (
         data_export_sync.DataExportSyncResult,
         data_export_sync.workflow_id_for,
         data_export_sync.start_texts,
-        (LegacyExportActivities, BundleStoreActivities, DownloadTokenActivities, LocationActivities),
+        (
+            LegacyExportActivities,
+            BundleStoreActivities,
+            DownloadTokenActivities,
+            LocationActivities,
+            TableLoadActivities,
+        ),
         hidden_fields=data_export_sync.HIDDEN_FIELDS,
     ),
     Job(
@@ -142,12 +150,12 @@ JOBS: tuple[Job, ...] = (
         segment_export_sync.SegmentExportSyncWorkflow,
         "segment-export-sync",
         "Segment export sync",
-        segment_export_sync.SegmentExportSyncInput,
-        segment_export_sync.SegmentExportSyncResult,
-        segment_export_sync.workflow_id_for,
-        segment_export_sync.start_texts,
-        (SegmentSyncActivities, OperationActivities, DownloadActivities, LocationActivities),
-        hidden_fields=segment_export_sync.HIDDEN_FIELDS,
+        segment_sync_input.SegmentExportSyncInput,
+        segment_sync_input.SegmentExportSyncResult,
+        segment_sync_input.workflow_id_for,
+        segment_sync_input.start_texts,
+        (SegmentSyncActivities, OperationActivities, DownloadActivities, LocationActivities, TableLoadActivities),
+        hidden_fields=segment_sync_input.HIDDEN_FIELDS,
     ),
 )
 

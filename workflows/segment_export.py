@@ -31,9 +31,23 @@ with workflow.unsafe.imports_passed_through():
         idempotency_key,
     )
     from vocabulary.policies import HEARTBEAT_TIMEOUT, LONG_RETRY
-    from vocabulary.texts import LIVE_STATUS_ROW, Row, at, code, location, plain, shorten, size, span, status_checks_row
+    from vocabulary.table_load import LoadedWindow, LoadSpec, window_key
+    from vocabulary.texts import (
+        LIVE_STATUS_ROW,
+        Row,
+        at,
+        code,
+        location,
+        plain,
+        shorten,
+        size,
+        span,
+        stamp,
+        status_checks_row,
+    )
     from workflows.operation import wait_for_operation_to_end
     from workflows.steps import ProgressTracker, ProgressWorkflow, StepText, parse_input
+    from workflows.table_load import check_load, load_window
 
 
 ExportType = Literal["TYPE_EVENT", "TYPE_INDIVIDUAL"]
@@ -94,6 +108,10 @@ class SegmentExportInput(InputModel):
         pattern=r"^[A-Za-z0-9=_-][A-Za-z0-9._=-]*$",
         description="The file's name (replaced if it exists); default the name Fullstory serves.",
     )
+    load: LoadSpec | None = Field(
+        default=None,
+        description='Also load the file as a table: {"destination": "duckdb"} (or parquet, or a warehouse).',
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> SegmentExportInput:
@@ -114,6 +132,7 @@ class SegmentExportResult(ResultModel):
     sha256: str
     content_type: str | None = None
     filename: str
+    loaded: LoadedWindow | None = None  # with `load`: the table, the window and its rows
 
 
 def segment_export_workflow_id(operation_id: str) -> str:
@@ -173,6 +192,7 @@ class SegmentExportWorkflow(ProgressWorkflow):
         deadline = workflow.now() + args.timeout
         say = SegmentExportNarration(self._tracker, args)
         await self.check_locations(destination=args.destination)
+        await check_load(self, args.load, args.type)
 
         operation_id = args.operation_id if args.operation_id is not None else await self.create(args, deadline, say)
         op = await wait_for_operation_to_end(
@@ -180,8 +200,9 @@ class SegmentExportWorkflow(ProgressWorkflow):
         )
         source = download_source(operation_id, op)
         download = await self.download(args, operation_id, source, deadline, say)
+        loaded = await self.load(args, operation_id, download, say) if args.load is not None else None
 
-        say.done(operation_id, download)
+        say.done(operation_id, download, loaded)
         return SegmentExportResult(
             operation_id=operation_id,
             export_id=source.get("export_id"),
@@ -190,6 +211,29 @@ class SegmentExportWorkflow(ProgressWorkflow):
             sha256=download.sha256,
             content_type=download.content_type,
             filename=download.filename,
+            loaded=loaded,
+        )
+
+    async def load(
+        self, args: SegmentExportInput, operation_id: str, download: DownloadResult, say: SegmentExportNarration
+    ) -> LoadedWindow:
+        """The stored file's rows replace its window's rows in the table (the window: segment + time range)."""
+        assert args.load is not None
+        r = args.time_range
+        window = (
+            window_key(args.segment_id or "", stamp(r.start), stamp(r.end)) if r else window_key("op", operation_id)
+        )
+        say.loading(args.load.describe(args.type), window)
+        return await load_window(
+            self,
+            args.load,
+            kind=args.type,
+            format=args.format,
+            file=download.location,
+            sha256=download.sha256,
+            window=window,
+            window_start=r.start if r else None,
+            window_end=r.end if r else None,
         )
 
     async def create(self, args: SegmentExportInput, deadline: datetime, say: SegmentExportNarration) -> str:
@@ -289,16 +333,21 @@ class SegmentExportNarration:
             f"downloading the export of operation {operation_id} did not finish in time",
         )
 
-    def done(self, operation_id: str, download: DownloadResult) -> None:
+    def loading(self, where: str, window: str) -> None:
+        self.track("loading", f"Loading window {code(window)} into {code(where)}", [("To", self.to)], percent=None)
+
+    def done(self, operation_id: str, download: DownloadResult, loaded: LoadedWindow | None) -> None:
         self.track(
             "done",
-            f"Done: the export of operation {code(operation_id)} is stored",
+            f"Done: the export of operation {code(operation_id)} is stored" + (" and loaded" if loaded else ""),
             [
                 ("Location", code(download.location, 160)),
                 ("Size", size(download.bytes)),
                 ("sha256", code(download.sha256)),
+                ("Loaded", f"{loaded.rows:,} rows into {code(loaded.destination)}" if loaded else ""),
             ],
             bytes=download.bytes,
+            records=loaded.rows if loaded else 0,
         )
 
 
@@ -334,6 +383,7 @@ def start_texts(args: SegmentExportInput) -> tuple[str, str, list[Row]]:
         summary += f" to {shorten(plain(location(args.destination, 200)), 80)}"
     rows += [
         ("File to", dest),
+        ("Load", f"into {code(args.load.describe(args.type))}, replacing the window's rows" if args.load else ""),
         ("Deadline", f"{span(args.timeout)} after start for the export to finish; the download then gets its own time"),
         status_checks_row(args.max_poll_interval),
         (

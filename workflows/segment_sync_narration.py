@@ -2,7 +2,7 @@
 
 One status, drawn from the window bookkeeping (`SyncState`, segment_windows.py): the cursor, the
 windows exported, in flight and failed, the next window due, paused or not. The sync's static texts
-(`start_texts`) and its input stay in segment_export_sync.py.
+(`start_texts`) and its input are in segment_sync_input.py.
 """
 
 from __future__ import annotations
@@ -32,9 +32,10 @@ class SegmentSyncNarration:
         *,
         mode: str,
         destination: str | None,
+        load_to: str | None = None,
     ) -> None:
         self.track, self.state, self.paused = tracker.set, state, paused
-        self.mode, self.destination = mode, destination
+        self.mode, self.destination, self.load_to = mode, destination, load_to
 
     def _emit(self, phase: str, headline: str, *rows: Row, next_due: datetime | None = None) -> None:
         s = self.state
@@ -44,12 +45,23 @@ class SegmentSyncNarration:
             headline,
             [
                 *rows,
-                ("Cursor", f"{iso(s.cursor)}: every window before it is exported and listed in the manifest"),
+                (
+                    "Cursor",
+                    f"{iso(s.cursor)}: every window before it is exported"
+                    + (", loaded" if self.load_to else "")
+                    + " and listed in the manifest",
+                ),
                 (
                     "Windows",
                     f"{s.windows:,} exported ({size(s.bytes)})"
                     + (f", {s.skipped:,} already listed" if s.skipped else "")
                     + (f"; in flight: {', '.join(iso(t) for t in in_flight)}" if in_flight else ""),
+                ),
+                (
+                    "Loaded",
+                    f"{s.rows:,} rows into {code(self.load_to)}; {s.loaded:,} windows in this run, each exactly once"
+                    if self.load_to
+                    else "",
                 ),
                 ("Failed attempts", escape(shorten("; ".join(s.failed_attempts[-3:]), 300))),
                 ("Next window due", f"{iso(s.next_start)} at {at(next_due)}" if next_due else ""),
@@ -68,6 +80,9 @@ class SegmentSyncNarration:
             next_window_due_at=next_due,
             paused=self.paused(),
             manifest_location=s.manifest_location or None,
+            windows_loaded=s.loaded,
+            rows_loaded=s.rows,
+            table=self.load_to,
         )
 
     def status(self, wake: datetime | None) -> None:

@@ -9,7 +9,7 @@ and runs its export; `SyncState` keeps count, with no I/O and no commands of its
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from temporalio import workflow
@@ -17,7 +17,8 @@ from temporalio.exceptions import ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from activities.segment_sync import ManifestEntry
-    from vocabulary.texts import iso
+    from vocabulary.table_load import LoadedWindow
+    from vocabulary.texts import iso, stamp
     from workflows.segment_export import SegmentExportResult
 
 WINDOW_RETRY_GAP = timedelta(minutes=5)  # before a failed window's next export (times the attempt)
@@ -25,11 +26,6 @@ RECENT_ENTRIES = 8  # each manifest write carries these again: a lost update hea
 # A child failing with one of these is tried again (up to window_attempts); anything else needs a person.
 RETRIED_FAILURES = frozenset({"OperationFailed", "OperationTimeout", "ExportHasNoResults"})
 EXTENSIONS = {"FORMAT_NDJSON": "ndjson.gz", "FORMAT_JSON": "json.gz", "FORMAT_CSV": "csv.gz"}
-
-
-def stamp(t: datetime) -> str:
-    """A window bound in names: `20261101T000000Z` (sorts by time; no colons)."""
-    return t.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def window_filename(start: datetime, end: datetime, format: str) -> str:
@@ -51,6 +47,8 @@ def manifest_entry(start: datetime, end: datetime, export: SegmentExportResult, 
         sha256=export.sha256,
         operation_id=export.operation_id,
         finished_at=finished_at,
+        table=export.loaded.destination if export.loaded else None,
+        rows=export.loaded.rows if export.loaded else None,
     )
 
 
@@ -69,6 +67,8 @@ class WindowPlan(Protocol):
     def windows_so_far(self) -> int: ...
     @property
     def bytes_so_far(self) -> int: ...
+    @property
+    def rows_so_far(self) -> int: ...
 
 
 class SyncState:
@@ -85,6 +85,7 @@ class SyncState:
         self.failed_attempts: list[str] = []
         self.failed: tuple[datetime, str] | None = None  # the window the sync stops at, and why
         self.windows, self.bytes = plan.windows_so_far, plan.bytes_so_far
+        self.rows, self.loaded, self.table = plan.rows_so_far, 0, None  # with `load`
         self.skipped = 0
         self.started_this_run = 0
         self.recent: list[ManifestEntry] = []
@@ -101,13 +102,17 @@ class SyncState:
         start, self.next_start = self.next_start, self.next_start + self.window
         return start
 
-    def finished_window(self, start: datetime, nbytes: int | None) -> None:
-        """A window is done: exported (`nbytes`), or already listed in the manifest (None)."""
+    def finished_window(self, start: datetime, nbytes: int | None, loaded: LoadedWindow | None = None) -> None:
+        """A window is done: exported (`nbytes`) and loaded if asked, or already listed in the manifest (None)."""
         if nbytes is None:
             self.skipped += 1
         else:
             self.windows += 1
             self.bytes += nbytes
+        if loaded is not None:
+            self.loaded += 1
+            self.rows += loaded.rows
+            self.table = loaded.destination
         self.done.add(start)
         while self.cursor in self.done:
             self.done.discard(self.cursor)
