@@ -138,3 +138,128 @@ def test_bad_load_inputs_are_clear_errors(tmp_path, monkeypatch):
         preflight(locations, LoadSpec(destination="postgres"), "TYPE_EVENT")
     assert info.value.type == "LoadDestinationInvalid" and info.value.non_retryable
     assert "postgres" in info.value.message
+
+
+# --- The workflows (the time-skipping server, the simulator over a socket) ----------------------------------
+
+
+def aligned(ts: float, step: int = HOUR) -> datetime:
+    return datetime.fromtimestamp((int(ts) // step + 1) * step, tz=UTC)
+
+
+async def test_a_segment_sync_loads_every_window_once_and_a_rerun_adds_nothing(ts_env, sim, tmp_path):
+    sim.clock = await TemporalClock.start(ts_env)
+    sim.export_defaults.update(duration=120, table_rows=40)
+    start = aligned(await server_time(ts_env) - 30 * HOUR)
+    args = {
+        "segment_id": "everyone",
+        "format": "FORMAT_CSV",
+        "window": "PT1H",
+        "start": start.isoformat(),
+        "stop": (start + 6 * timedelta(hours=1)).isoformat(),
+        "delay": "PT1H",
+        "max_in_flight": 3,
+        "load": {"destination": "duckdb"},
+    }
+    data = tmp_path / "data"
+    async with running_worker(ts_env.client, sim.base_url, data) as tq:
+        wid = f"sync-{uuid.uuid4().hex[:8]}"
+        handle = await ts_env.client.start_workflow(
+            "SegmentExportSyncWorkflow", args, id=wid, task_queue=tq, result_type=SegmentExportSyncResult
+        )
+        result = await handle.result()
+        progress = await handle.query("progress")
+        creates = len(sim.exports.created)
+        again = await ts_env.client.execute_workflow(  # the same sync again: every window is listed as loaded
+            "SegmentExportSyncWorkflow", args, id=wid, task_queue=tq, result_type=SegmentExportSyncResult
+        )
+    assert result.windows == 6 and result.rows_loaded == 6 * 40 and result.table == "duckdb fullstory.events"
+    assert progress["windows_loaded"] == 6 and progress["rows_loaded"] == 240
+    assert len(sim.exports.created) == creates == 6 and again.windows == 0  # nothing exported or loaded twice
+    manifest = [json.loads(line) for line in Path(result.manifest_location).read_text().splitlines()]
+    assert [m["rows"] for m in manifest] == [40] * 6 and {m["table"] for m in manifest} == {"duckdb fullstory.events"}
+    with warehouse(data) as db:
+        per_window = db.execute("select _fullstory_window, count(*) from fullstory.events group by 1").fetchall()
+        assert sorted(n for _, n in per_window) == [40] * 6
+        assert db.execute("select count(distinct event_id) from fullstory.events").fetchone() == (240,)
+        loads = dict(db.execute("select window_id, sha256 from fullstory._fullstory_loads").fetchall())
+    assert sorted(loads.values()) == sorted(m["sha256"] for m in manifest)
+
+
+async def test_a_segment_export_loads_parquet_to_s3_read_back_with_duckdb(ts_env, sim, tmp_path, s3_server, monkeypatch):
+    import s3fs
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_server})
+    bucket = f"lake-{uuid.uuid4().hex[:8]}"
+    fs.mkdir(bucket)
+    sim.export_defaults.update(duration=0, table_rows=120)
+    window = {"start": "2026-11-01T00:00:00Z", "end": "2026-11-02T00:00:00Z"}
+    async with running_worker(
+        ts_env.client, sim.base_url, tmp_path / "data", fullstory_allowed_locations=f"FULLSTORY_DATA_DIR,s3://{bucket}"
+    ) as tq:
+        result = await ts_env.client.execute_workflow(
+            "SegmentExportWorkflow",
+            {
+                "segment_id": "everyone",
+                "time_range": window,
+                "load": {"destination": "parquet", "location": f"s3://{bucket}/exports", "table": "web_events"},
+            },
+            id=f"x-{uuid.uuid4().hex}",
+            task_queue=tq,
+            result_type=SegmentExportResult,
+        )
+    assert result.loaded is not None and result.loaded.rows == 120
+    db = duckdb.connect()
+    db.register_filesystem(fs)
+    got = db.execute(
+        f"select count(*), count(distinct event_id) from read_parquet('s3://{bucket}/exports/fullstory/web_events/"
+        "event_date=2026-11-01/*.parquet')"
+    ).fetchone()
+    assert got == (120, 120)
+    recorded = db.execute(
+        f"select sha256, rows from read_parquet('s3://{bucket}/exports/fullstory/_fullstory_loads/*/*.parquet')"
+    ).fetchall()
+    assert recorded == [(result.sha256, 120)]
+
+
+async def test_a_data_export_sync_loads_each_bundle_before_its_cursor_moves(ts_env, sim, tmp_path):
+    sim.clock = await TemporalClock.start(ts_env)
+    ids = sim.add_bundles(3, start=1_790_000_000, span=HOUR, table_rows=25, available_at=0)
+    data = tmp_path / "data"
+    async with running_worker(ts_env.client, sim.base_url, data) as tq:
+        result = await ts_env.client.execute_workflow(
+            "DataExportSyncWorkflow",
+            {"start": 1_790_000_000, "stop": 1_790_000_000 + 3 * HOUR, "load": {"destination": "duckdb"}},
+            id=f"x-{uuid.uuid4().hex}",
+            task_queue=tq,
+            result_type=DataExportSyncResult,
+        )
+    assert result.bundles == 3 and result.rows_loaded == 75
+    with warehouse(data) as db:
+        rows = db.execute("select _fullstory_window, count(*) from fullstory.legacy_events group by 1 order by 1")
+        assert rows.fetchall() == [(f"bundle_{i}", 25) for i in sorted(ids)]
+
+
+async def test_an_unknown_warehouse_fails_before_any_export_is_created(ts_env, sim, tmp_path, monkeypatch):
+    for name in list(__import__("os").environ):
+        if name.startswith("DESTINATION__"):
+            monkeypatch.delenv(name)
+    async with running_worker(ts_env.client, sim.base_url, tmp_path / "data") as tq:
+        handle = await ts_env.client.start_workflow(
+            "SegmentExportWorkflow",
+            {
+                "segment_id": "everyone",
+                "time_range": {"start": "2026-11-01T00:00:00Z", "end": "2026-11-02T00:00:00Z"},
+                "load": {"destination": "postgres"},
+            },
+            id=f"x-{uuid.uuid4().hex}",
+            task_queue=tq,
+        )
+        with pytest.raises(WorkflowFailureError) as info:
+            await handle.result()
+    cause = info.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "LoadDestinationInvalid"
+    assert "postgres" in cause.message and sim.exports.created == []
