@@ -30,6 +30,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import re
 import sys
 import types
 import typing
@@ -118,6 +119,9 @@ def add_model_flags(parser: argparse.ArgumentParser, model: type[BaseModel], hid
             )
 
 
+BARE_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+
+
 def _load_json(value: str, what: str) -> Any:
     if value.startswith("@"):
         try:
@@ -145,9 +149,9 @@ def input_data(job: Job, args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, name, None)
         if value is None:
             continue
-        if not _is_simple(info.annotation):
+        if not _is_simple(info.annotation) and not BARE_WORD.fullmatch(value):
             value = _load_json(value, "--" + name.replace("_", "-"))
-        data[name] = value
+        data[name] = value  # a bare word stays a string: `--load duckdb` (the model reads the short form)
     return data
 
 

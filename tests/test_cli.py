@@ -225,3 +225,13 @@ def test_demo_runs_two_imports_to_their_results(tmp_path):
         ("events", "FAILED", 22, 3, 25),
         ("users", "FAILED", 9, 3, 12),
     ]
+
+
+def test_load_has_a_short_form_and_the_json_form():
+    base = ["segment-export-sync", "--segment-id", "everyone", "--start", "2026-11-01T00:00:00Z"]
+    short = parse_start(*base, "--load", "duckdb")
+    assert short.load.destination == "duckdb" and short.load.table_for("TYPE_EVENT") == "events"
+    full = parse_start(*base, "--load", '{"destination": "parquet", "location": "/tmp/lake", "table": "web"}')
+    assert full.load.location == "/tmp/lake" and full.load.table_for("TYPE_EVENT") == "web"
+    with pytest.raises(UsageError, match="not one of"):
+        parse_start(*base, "--load", "oracle")

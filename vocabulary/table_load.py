@@ -61,6 +61,12 @@ class LoadSpec(InputModel):
         default=None, description=f"parquet only: where the Parquet files go, {LOCATION_HELP}."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, data: object) -> object:
+        """`"load": "duckdb"` (and `--load duckdb`) means `{"destination": "duckdb"}`."""
+        return {"destination": data} if isinstance(data, str) else data
+
     @model_validator(mode="after")
     def _known(self) -> LoadSpec:
         if self.destination not in DESTINATIONS:
