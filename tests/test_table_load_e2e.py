@@ -14,7 +14,6 @@ import json
 import os
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import duckdb
 import pytest
@@ -75,7 +74,7 @@ async def test_backfill_to_duckdb_through_a_sigkill_mid_load_and_a_server_restar
         now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
         start = now - timedelta(hours=WINDOWS + 2)
         sync_id = f"load-sync-{os.urandom(4).hex()}"
-        handle = await client.start_workflow(
+        await client.start_workflow(
             "SegmentExportSyncWorkflow",
             {
                 "segment_id": "everyone",
