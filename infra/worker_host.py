@@ -132,7 +132,7 @@ def start_simulator(stack: contextlib.ExitStack | contextlib.AsyncExitStack, set
     # Demo flavour: jobs take a few seconds and have a few failed records to collect, and any
     # job or operation id you name exists (`fullstory-jobs start batch-import --job-id X`).
     sim.batch_defaults.update(duration=5.0, errors=3)
-    sim.export_defaults.update(duration=8.0)
+    sim.export_defaults.update(duration=8.0, table_rows=2_000)  # real rows: `--load duckdb` gives a table to query
     sim.adopt_unknown_ids = True
     print(
         f"!!! NO FULLSTORY_API_KEY SET: using the bundled Fullstory SIMULATOR at {sim.base_url} "
