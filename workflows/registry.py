@@ -29,6 +29,7 @@ from vocabulary.texts import MAX_SUMMARY, Row, current_details, escape, shorten
 from workflows import (
     batch_job,
     bulk_import,
+    data_export_input,
     data_export_sync,
     download_tokens,
     operation,
@@ -121,10 +122,10 @@ JOBS: tuple[Job, ...] = (
         data_export_sync.DataExportSyncWorkflow,
         "data-export-sync",
         "Legacy data export sync",
-        data_export_sync.DataExportSyncInput,
-        data_export_sync.DataExportSyncResult,
-        data_export_sync.workflow_id_for,
-        data_export_sync.start_texts,
+        data_export_input.DataExportSyncInput,
+        data_export_input.DataExportSyncResult,
+        data_export_input.workflow_id_for,
+        data_export_input.start_texts,
         (
             LegacyExportActivities,
             BundleStoreActivities,
@@ -132,7 +133,7 @@ JOBS: tuple[Job, ...] = (
             LocationActivities,
             TableLoadActivities,
         ),
-        hidden_fields=data_export_sync.HIDDEN_FIELDS,
+        hidden_fields=data_export_input.HIDDEN_FIELDS,
     ),
     Job(
         download_tokens.DownloadTokensWorkflow,
