@@ -32,7 +32,7 @@ def duckdb_file(locations: Locations) -> Path:
 
 
 def make_destination(
-    locations: Locations, spec: LoadSpec, *, layout: str | None = None, placeholders: dict[str, str] | None = None
+    locations: Locations, spec: LoadSpec, *, layout: str | None = None, placeholders: dict[str, Any] | None = None
 ) -> Any:
     """The dlt destination for `spec` (a file layout and its placeholders apply to parquet)."""
     import dlt
@@ -46,7 +46,7 @@ def make_destination(
         return dlt.destinations.filesystem(
             bucket_url=dest.remote if dest.remote is not None else dest.local.as_uri(),
             layout=layout or "{table_name}/{window}.{ext}",
-            extra_placeholders=placeholders or {},
+            extra_placeholders=dict(placeholders or {}),
         )
     return Destination.from_reference(spec.destination)
 

@@ -196,11 +196,10 @@ class WindowLoader:
             dataset_name=self.spec.dataset,
         )
         resource = dlt.resource(data, name=table, table_name=table, max_table_nesting=0, **hints)
-        pipeline.run(
-            resource,
-            schema=dlt.Schema(SCHEMA),
-            loader_file_format="parquet" if self.spec.destination == "parquet" else None,
-        )
+        if self.spec.destination == "parquet":
+            pipeline.run(resource, schema=dlt.Schema(SCHEMA), loader_file_format="parquet")
+        else:
+            pipeline.run(resource, schema=dlt.Schema(SCHEMA))  # the destination's preferred format
 
 
 class _Counter:

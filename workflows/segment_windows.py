@@ -85,7 +85,8 @@ class SyncState:
         self.failed_attempts: list[str] = []
         self.failed: tuple[datetime, str] | None = None  # the window the sync stops at, and why
         self.windows, self.bytes = plan.windows_so_far, plan.bytes_so_far
-        self.rows, self.loaded, self.table = plan.rows_so_far, 0, None  # with `load`
+        self.rows, self.loaded = plan.rows_so_far, 0  # with `load`: rows in the table, windows loaded this run
+        self.table: str | None = None
         self.skipped = 0
         self.started_this_run = 0
         self.recent: list[ManifestEntry] = []
