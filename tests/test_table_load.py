@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import sqlite3
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +22,7 @@ from temporalio.exceptions import ApplicationError
 from activities.locations import Locations
 from activities.table_destinations import preflight
 from activities.table_load import TableLoadActivities
-from helpers import TemporalClock, running_worker, server_time
+from helpers import TemporalClock, free_port, running_worker, server_time
 from simulator.table_files import NEW_FIELD, encode, table_rows
 from vocabulary.table_load import LoadFileParams, LoadSpec
 from workflows.data_export_sync import DataExportSyncResult
@@ -132,13 +134,46 @@ def test_bad_load_inputs_are_clear_errors(tmp_path, monkeypatch):
     with pytest.raises(ApplicationError) as info:  # outside FULLSTORY_ALLOWED_LOCATIONS
         preflight(locations, LoadSpec(destination="parquet", location="/etc/lake"), "TYPE_EVENT")
     assert info.value.non_retryable and "load.location" in info.value.message
-    for name in list(__import__("os").environ):
-        if name.startswith("DESTINATION__"):
-            monkeypatch.delenv(name)
+    no_dlt_credentials(monkeypatch)
     with pytest.raises(ApplicationError) as info:  # no credentials configured
         preflight(locations, LoadSpec(destination="postgres"), "TYPE_EVENT")
     assert info.value.type == "LoadDestinationInvalid" and info.value.non_retryable
     assert "postgres" in info.value.message
+
+
+def no_dlt_credentials(monkeypatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("DESTINATION__"):
+            monkeypatch.delenv(name)
+
+
+def test_a_warehouse_by_name_takes_dlts_standard_credentials(tmp_path, monkeypatch):
+    no_dlt_credentials(monkeypatch)
+    db = tmp_path / "warehouse.sqlite"
+    monkeypatch.setenv("DESTINATION__SQLALCHEMY__CREDENTIALS", f"sqlite:///{db}")  # never in the input
+    file, sha = write_file(tmp_path, "w.ndjson.gz", "ndjson", table_rows(100, 1, 0, 3600))
+    spec = LoadSpec(destination="sqlalchemy", dataset="main")
+    assert preflight(Locations(str(tmp_path)), spec, "TYPE_EVENT") == "sqlalchemy main.events"
+    load(tmp_path, spec, file, sha, "w1")
+    load(tmp_path, spec, file, sha, "w1")
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("select count(*), count(distinct event_id) from events").fetchone() == (100, 100)
+        assert conn.execute("select window_id, sha256, rows from _fullstory_loads").fetchall() == [("w1", sha, 100)]
+
+
+def test_a_warehouse_that_cannot_be_reached_fails_the_check_and_a_load_is_retried(tmp_path, monkeypatch):
+    no_dlt_credentials(monkeypatch)
+    monkeypatch.setenv("DESTINATION__POSTGRES__CREDENTIALS", f"postgresql://loader:s3cret@127.0.0.1:{free_port()}/db")
+    spec = LoadSpec(destination="postgres")
+    with pytest.raises(ApplicationError) as info:  # at the start: the caller must fix it
+        preflight(Locations(str(tmp_path)), spec, "TYPE_EVENT")
+    assert info.value.type == "LoadDestinationInvalid" and info.value.non_retryable
+    assert "cannot be reached" in info.value.message and "s3cret" not in info.value.message
+    file, sha = write_file(tmp_path, "w.ndjson.gz", "ndjson", table_rows(5, 1, 0, 60))
+    with pytest.raises(ApplicationError) as info:  # later, mid-sync: a warehouse that is down is retried
+        load(tmp_path, spec, file, sha, "w1")
+    assert info.value.type == "LoadFailed" and not info.value.non_retryable
+    assert "postgres" in info.value.message and "s3cret" not in info.value.message
 
 
 # --- The workflows (the time-skipping server, the simulator over a socket) ----------------------------------
@@ -251,9 +286,7 @@ async def test_a_data_export_sync_loads_each_bundle_before_its_cursor_moves(ts_e
 
 
 async def test_an_unknown_warehouse_fails_before_any_export_is_created(ts_env, sim, tmp_path, monkeypatch):
-    for name in list(__import__("os").environ):
-        if name.startswith("DESTINATION__"):
-            monkeypatch.delenv(name)
+    no_dlt_credentials(monkeypatch)
     async with running_worker(ts_env.client, sim.base_url, tmp_path / "data") as tq:
         handle = await ts_env.client.start_workflow(
             "SegmentExportWorkflow",
