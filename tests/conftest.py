@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
 
-from helpers import API_KEY, VENV_BIN, WorkerProcess
+from helpers import API_KEY, VENV_BIN, WorkerProcess, worker_env
 from infra.data_converter import DATA_CONVERTER
 from simulator import Simulator
 
@@ -74,18 +74,7 @@ def worker_factory(dev_env, sim, tmp_path):
     def make(**env: str) -> WorkerProcess:
         w = WorkerProcess(
             tmp_path / f"worker-{len(started)}.log",
-            {
-                "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
-                "FULLSTORY_API_KEY": API_KEY,
-                "FULLSTORY_BASE_URL": sim.base_url,
-                "FULLSTORY_EXPORT_BASE_URL": sim.base_url,
-                "FULLSTORY_TASK_QUEUE": task_queue,
-                "FULLSTORY_DATA_DIR": str(tmp_path / "data"),
-                # The test's own directory, as an operator would allow a volume (destinations live beside data/).
-                "FULLSTORY_ALLOWED_LOCATIONS": str(tmp_path),
-                "LOG_LEVEL": "INFO",
-                **env,
-            },
+            worker_env(dev_env.client.service_client.config.target_host, sim.base_url, tmp_path, task_queue, **env),
         )
         started.append(w)
         return w

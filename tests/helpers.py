@@ -236,3 +236,20 @@ class DevServer:
 
     def stop(self) -> None:
         stop_process(self.proc, grace=20)
+
+
+def worker_env(address: str, base_url: str, tmp_path: Path, task_queue: str, **extra: str) -> dict[str, str]:
+    """A worker process's environment: the server, the simulator, its own task queue, data under tmp_path.
+
+    The test's own directory is allowed, as an operator would allow a volume (destinations live beside data/)."""
+    return {
+        "TEMPORAL_ADDRESS": address,
+        "FULLSTORY_API_KEY": API_KEY,
+        "FULLSTORY_BASE_URL": base_url,
+        "FULLSTORY_EXPORT_BASE_URL": base_url,
+        "FULLSTORY_TASK_QUEUE": task_queue,
+        "FULLSTORY_DATA_DIR": str(tmp_path / "data"),
+        "FULLSTORY_ALLOWED_LOCATIONS": str(tmp_path),
+        "LOG_LEVEL": "INFO",
+        **extra,
+    }

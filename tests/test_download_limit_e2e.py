@@ -21,7 +21,7 @@ from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client
 
 from activities.legacy_export import file_sha256
-from helpers import API_KEY, WorkerProcess, wait_until
+from helpers import WorkerProcess, wait_until, worker_env
 from test_failover import DevServer
 from vocabulary.policies import DEFAULT_DOWNLOAD_BURST
 from workflows.data_export_sync import DataExportSyncResult
@@ -65,20 +65,6 @@ def test_gcra_spaces_tokens_and_allows_the_burst_after_idle():
 
 
 # --- end to end ---------------------------------------------------------------------------------------
-
-
-def worker_env(address: str, sim, tmp_path: Path, tq: str) -> dict[str, str]:
-    return {
-        "TEMPORAL_ADDRESS": address,
-        "FULLSTORY_API_KEY": API_KEY,
-        "FULLSTORY_BASE_URL": sim.base_url,
-        "FULLSTORY_EXPORT_BASE_URL": sim.base_url,
-        "FULLSTORY_TASK_QUEUE": tq,
-        "FULLSTORY_DATA_DIR": str(tmp_path / "data"),
-        "FULLSTORY_ALLOWED_LOCATIONS": str(tmp_path),
-        "FULLSTORY_EXPORT_DOWNLOADS_PER_MINUTE": str(PER_MINUTE),
-        "LOG_LEVEL": "INFO",
-    }
 
 
 def get_starts(sim) -> list[float]:
@@ -125,7 +111,7 @@ def check_bundles(result: DataExportSyncResult, sim, ids: list[str], dest: Path)
 
 
 async def start_workers(address: str, sim, tmp_path: Path, tq: str, n: int = 3) -> list[WorkerProcess]:
-    env = worker_env(address, sim, tmp_path, tq)
+    env = worker_env(address, sim.base_url, tmp_path, tq, FULLSTORY_EXPORT_DOWNLOADS_PER_MINUTE=str(PER_MINUTE))
     workers = [WorkerProcess(tmp_path / f"worker-{i}.log", env) for i in range(n)]
     await asyncio.gather(*(asyncio.to_thread(w.start) for w in workers))
     return workers

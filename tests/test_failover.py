@@ -25,7 +25,7 @@ from temporalio.client import WorkflowHandle
 
 from activities.legacy_export import file_sha256
 from activities.operations import Operation
-from helpers import API_KEY, DevServer, WorkerProcess, wait_until
+from helpers import API_KEY, DevServer, WorkerProcess, wait_until, worker_env
 from infra.data_converter import DATA_CONVERTER
 from workflows.batch_job import BatchImportResult, batch_workflow_id
 from workflows.data_export_sync import DataExportSyncResult
@@ -363,16 +363,7 @@ async def test_dev_server_restart_mid_wait_worker_rides_it_out_and_workflows_fin
     tq = f"restart-{os.urandom(5).hex()}"
     worker = WorkerProcess(
         tmp_path / "worker.log",
-        {
-            "TEMPORAL_ADDRESS": server.address,
-            "FULLSTORY_API_KEY": API_KEY,
-            "FULLSTORY_BASE_URL": sim.base_url,
-            "FULLSTORY_EXPORT_BASE_URL": sim.base_url,
-            "FULLSTORY_TASK_QUEUE": tq,
-            "FULLSTORY_DATA_DIR": str(tmp_path / "data"),
-            "FULLSTORY_ALLOWED_LOCATIONS": str(tmp_path),
-            "LOG_LEVEL": "INFO",
-        },
+        worker_env(server.address, sim.base_url, tmp_path, tq),
     )
     try:
         await asyncio.to_thread(worker.start)

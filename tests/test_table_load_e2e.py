@@ -19,7 +19,7 @@ import duckdb
 import pytest
 from temporalio.api.enums.v1 import PendingActivityState
 
-from helpers import API_KEY, DevServer, WorkerProcess, wait_until
+from helpers import API_KEY, DevServer, WorkerProcess, wait_until, worker_env
 from vocabulary.texts import stamp
 from workflows.segment_sync_input import SegmentExportSyncResult
 
@@ -49,21 +49,11 @@ async def test_backfill_to_duckdb_through_a_sigkill_mid_load_and_a_server_restar
     try:
         client = await server.ready()
         tq = f"load-{os.urandom(5).hex()}"
-        data = tmp_path / "data"
+        data = tmp_path / "data"  # worker_env's FULLSTORY_DATA_DIR
 
         def worker() -> WorkerProcess:
             w = WorkerProcess(
-                tmp_path / f"worker-{len(workers)}.log",
-                {
-                    "TEMPORAL_ADDRESS": server.address,
-                    "FULLSTORY_API_KEY": API_KEY,
-                    "FULLSTORY_BASE_URL": sim.base_url,
-                    "FULLSTORY_EXPORT_BASE_URL": sim.base_url,
-                    "FULLSTORY_TASK_QUEUE": tq,
-                    "FULLSTORY_DATA_DIR": str(data),
-                    "FULLSTORY_ALLOWED_LOCATIONS": str(tmp_path),
-                    "LOG_LEVEL": "INFO",
-                },
+                tmp_path / f"worker-{len(workers)}.log", worker_env(server.address, sim.base_url, tmp_path, tq)
             )
             workers.append(w)
             return w
