@@ -78,6 +78,10 @@ class Source:
     def describe(self) -> str:
         return self.location
 
+    def local_path(self) -> Path | None:
+        """The file's path when it is local (a reader may open it itself), else None."""
+        return Path(self.location) if scheme_of(self.location) == "" else None
+
     def open(self) -> IO[bytes]:
         """The raw bytes, seekable (FileNotFoundError when there is nothing there)."""
         fs, path = _filesystem(self.location)

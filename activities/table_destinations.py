@@ -76,14 +76,27 @@ def preflight(locations: Locations, spec: LoadSpec, kind: str) -> str:
 
 
 def load_error(spec: LoadSpec, kind: str, e: Exception) -> ApplicationError:
-    """A failed load: our own errors pass; configuration is the caller's to fix (not retried); anything else
-    (a warehouse that is down, a DuckDB file locked by another process) is retried."""
+    """A failed load, by the one table: our own errors pass; configuration is the caller's to fix; a file
+    DuckDB cannot read, or rows the destination refuses for good, are not retried; anything else (a
+    warehouse that is down, a DuckDB file locked by another process) is retried."""
+    import duckdb
+    from dlt.common.exceptions import TerminalException
+
     cause = _cause(e)
     if isinstance(cause, ApplicationError):
         return cause
     if _is_configuration(cause):
         return _invalid(spec, kind, cause)
+    # DuckDB's own errors reach here only from reading the export (dlt wraps its destination's errors).
+    if isinstance(cause, TerminalException) or (isinstance(cause, duckdb.Error) and not _transient_duckdb(cause)):
+        return errors.LOAD_REJECTED(f"loading into {spec.describe(kind)}: {_say(cause)}")
     return errors.LOAD_FAILED(f"loading into {spec.describe(kind)} failed: {_say(cause)}")
+
+
+def _transient_duckdb(e: BaseException) -> bool:
+    import duckdb
+
+    return isinstance(e, (duckdb.IOException, duckdb.OutOfMemoryException, duckdb.InterruptException))
 
 
 def _invalid(spec: LoadSpec, kind: str, e: BaseException) -> ApplicationError:

@@ -1,8 +1,8 @@
 """Load a published export file into a table, exactly once per window, with dlt.
 
-dlt (https://dlthub.com) puts DuckDB, Parquet on a filesystem and the warehouses behind one API,
-infers typed columns (ISO times become timestamps), evolves the schema when a field first appears
-in a later window, and keeps nested properties as JSON (`max_table_nesting=0`). What we add:
+DuckDB reads the file into typed Arrow batches (table_rows.py); dlt (https://dlthub.com) puts DuckDB,
+Parquet on a filesystem and the warehouses behind one API, evolves the schema when a field first
+appears in a later window, and keeps nested properties as JSON (`max_table_nesting=0`). What we add:
 
 - **Exactly once per window.** Every row carries `_fullstory_window`. SQL destinations load with
   dlt's `merge` / `delete-insert` on that key: the window's old rows are deleted and its new rows
@@ -35,9 +35,9 @@ from temporalio import activity
 
 from activities.deps import ActivityDeps
 from activities.heartbeat import Heartbeater
-from activities.locations import Locations, Source
+from activities.locations import Locations
 from activities.table_destinations import load_error, make_destination, preflight
-from activities.table_rows import file_sha256, pages, read_rows, row_date
+from activities.table_rows import ExportFile, local_copy
 from vocabulary import errors
 from vocabulary.table_load import (
     LOADS_TABLE,
@@ -77,18 +77,22 @@ class TableLoadActivities:
 
     def _load(self, params: LoadFileParams) -> LoadedWindow:
         source = self.locations.source(params.file, "file")
-        sha256 = file_sha256(source)
-        if sha256 != params.sha256:
-            raise errors.LOAD_FILE_CHANGED(
-                f"{params.file}: sha256 {sha256[:12]}… is not the downloaded file's {params.sha256[:12]}…; "
-                "it changed after it was published"
-            )
         with _one_load_at_a_time, _work_dir(params.window) as work:
+            path, sha256 = local_copy(source, work)
+            if sha256 != params.sha256:
+                raise errors.LOAD_FILE_CHANGED(
+                    f"{params.file}: sha256 {sha256[:12]}… is not the downloaded file's {params.sha256[:12]}…; "
+                    "it changed after it was published"
+                )
             loader = WindowLoader(self.locations, params, work)
             try:
-                rows = loader.load_rows(source)
+                export = ExportFile(path, params.format)
+                try:
+                    rows = loader.load_rows(export)
+                finally:
+                    export.close()
                 loader.record(rows, sha256)
-            except Exception as e:  # dlt wraps the destination's own errors: one table decides
+            except Exception as e:  # DuckDB's and dlt's own errors: one table decides
                 raise load_error(params.load, params.kind, e) from None
         activity.logger.info("loaded %s rows of window %s into %s", rows, params.window, loader.table)
         return LoadedWindow(
@@ -109,29 +113,27 @@ class WindowLoader:
         self.table = self.spec.table_for(params.kind)
         self.runs = 0
 
-    def load_rows(self, source: Source) -> int:
+    def load_rows(self, export: ExportFile) -> int:
         """The window's rows replace whatever the table held of it; the count of rows."""
         if self.spec.destination != "parquet":
             counted = _Counter()
             self._run(
-                counted.rows(pages(read_rows(source, self.params.format), self.params.window)),
+                counted.rows(export.batches(self.params.window)),
                 self.table,
                 write_disposition={"disposition": "merge", "strategy": "delete-insert"},
                 merge_key=WINDOW_COLUMN,
             )
             return counted.n
-        return self._load_parquet(source)
+        return self._load_parquet(export)
 
-    def _load_parquet(self, source: Source) -> int:
+    def _load_parquet(self, export: ExportFile) -> int:
         """One file per day the window's rows fall on: `<table>/event_date=<day>/<window>.parquet`."""
-        start = self.params.window_start
-        days = sorted({row_date(r, start) for r in read_rows(source, self.params.format)})
+        days = export.days(self.params.window_start)
         total = 0
         for day in days:
             counted = _Counter()
-            rows = (r for r in read_rows(source, self.params.format) if row_date(r, start) == day)
             self._run(
-                counted.rows(pages(rows, self.params.window)),
+                counted.rows(export.batches(self.params.window, day, default_day=days[0])),
                 self.table,
                 write_disposition="append",
                 layout="{table_name}/event_date={event_date}/{window}.{ext}",
@@ -173,7 +175,7 @@ class WindowLoader:
 
     def _run(
         self,
-        data: Iterator[list[dict[str, Any]]],
+        data: Iterator[Any],
         table: str,
         *,
         layout: str | None = None,
@@ -206,24 +208,41 @@ class _Counter:
     def __init__(self) -> None:
         self.n = 0
 
-    def rows(self, pages: Iterator[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
-        for page in pages:
-            self.n += len(page)
-            yield page
+    def rows(self, batches: Iterator[Any]) -> Iterator[Any]:
+        for batch in batches:
+            self.n += batch.num_rows
+            yield batch
 
 
 class _work_dir:
-    """A scratch folder for dlt's pipeline state, named by the window: a killed attempt's leftovers are
-    removed by the next attempt, and nothing of one window's load leaks into another's."""
+    """A scratch folder for one load (dlt's pipeline state, a copy of a remote file), removed after it.
+
+    Named by this process and the window, so two processes never share one; a folder left by a process
+    that died (a SIGKILL mid-load) is removed by the next load in this machine's temp folder."""
+
+    ROOT = Path(tempfile.gettempdir()) / "fullstory-jobs-loads"
 
     def __init__(self, window: str) -> None:
         key = hashlib.sha256(window.encode()).hexdigest()[:16]
-        self.path = Path(tempfile.gettempdir()) / "fullstory-jobs-loads" / key
+        self.path = self.ROOT / f"{os.getpid()}-{key}"
 
     def __enter__(self) -> Path:
-        shutil.rmtree(self.path, ignore_errors=True)
+        for old in self.ROOT.glob("*-*"):
+            pid = old.name.split("-", 1)[0]
+            if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
+                shutil.rmtree(old, ignore_errors=True)
         self.path.mkdir(parents=True)
         return self.path
 
     def __exit__(self, *exc: object) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,86 +1,93 @@
-"""The rows of a published export file, for loading: NDJSON, a JSON array or CSV, gzipped.
+"""The rows of a published export file, for loading: read by DuckDB, handed on as typed Arrow batches.
 
-JSON rows keep their types (numbers, nested objects); CSV cells become numbers where they read as
-numbers and NULL where empty (CSV has no types of its own). Times stay ISO 8601 strings: the loader
-(dlt) recognises them and types their columns as timestamps. Every row gets the window column, so
-loading the window again can replace exactly its rows.
+DuckDB's own readers do the parsing (`read_json` for NDJSON and JSON arrays, `read_csv`), gzip
+included, streaming: ISO times become timestamps, numbers numbers, CSV cells are typed by sniffing,
+nested objects become structs (JSON columns at the destination). The whole file is scanned for its
+columns (`sample_size=-1`), so a field that appears only late in a file is still a column. Every row
+gets the window column, so loading the window again can replace exactly its rows.
+
+A file in an object store is copied to a scratch folder first (DuckDB's own S3 reader is an extension
+it would download); a local file is read where it lies. Either way its sha256 is computed on the way.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
-import re
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-import orjson
-
 from activities.locations import Source
-from activities.request_items import open_source, read_items
 from vocabulary.table_load import WINDOW_COLUMN
 
-Row = dict[str, Any]
-PAGE = 5_000  # rows handed to the loader at a time: memory stays flat however big the file
-_INT = re.compile(r"^-?(0|[1-9][0-9]{0,17})$")
-_FLOAT = re.compile(r"^-?[0-9]+\.[0-9]+([eE][-+]?[0-9]+)?$")
-DATE_FIELDS = ("EventStart", "event_start")  # an event's time: its day is its Parquet partition
+BATCH_ROWS = 50_000  # rows handed to the loader at a time: memory stays flat however big the file
+DAY_FIELDS = ("EventStart", "event_start")  # an event's time: its UTC day is its Parquet partition
+_READERS = {
+    "FORMAT_NDJSON": "read_json($path, format = 'newline_delimited', sample_size = -1)",
+    "FORMAT_JSON": "read_json($path, format = 'array', sample_size = -1)",
+    "FORMAT_CSV": "read_csv($path, header = true, sample_size = -1)",
+}
 
 
-def file_sha256(source: Source) -> str:
-    """sha256 of the stored (compressed) bytes: the load records it, and checks it is the downloaded file."""
+def local_copy(source: Source, work: Path) -> tuple[Path, str]:
+    """A local path to read the file from, and the file's sha256 (of the stored, compressed bytes)."""
     h = hashlib.sha256()
-    with source.open() as fh:
+    local = source.local_path()
+    if local is not None:
+        with source.open() as fh:
+            while block := fh.read(1 << 20):
+                h.update(block)
+        return local, h.hexdigest()
+    copy = work / ("export" + "".join(Path(source.location).suffixes[-2:]))
+    with source.open() as fh, copy.open("wb") as out:
         while block := fh.read(1 << 20):
             h.update(block)
-    return h.hexdigest()
+            out.write(block)
+    return copy, h.hexdigest()
 
 
-def read_rows(source: Source, format: str) -> Iterator[Row]:
-    """Each row of the file as a dict (no window column yet)."""
-    if format == "FORMAT_CSV":
-        yield from _csv_rows(source)
-        return
-    for _line, text in read_items(source, f"export file {source.describe()}"):
-        yield orjson.loads(text)
+class ExportFile:
+    """One export file as DuckDB reads it: its columns, its days, its rows as Arrow batches."""
 
+    def __init__(self, path: Path, format: str) -> None:
+        import duckdb
 
-def pages(rows: Iterator[Row], window: str) -> Iterator[list[Row]]:
-    """The rows with the window column, PAGE at a time."""
-    page: list[Row] = []
-    for row in rows:
-        row[WINDOW_COLUMN] = window
-        page.append(row)
-        if len(page) >= PAGE:
-            yield page
-            page = []
-    if page:
-        yield page
+        self.db = duckdb.connect()
+        self.db.execute("SET TimeZone = 'UTC'")  # a day is a UTC day
+        self.reader, self.path = _READERS[format], str(path)
+        self.columns = [row[0] for row in self._query("DESCRIBE SELECT * FROM {src}").fetchall()]
+        self.day_field = next((f for f in DAY_FIELDS if f in self.columns), None)
 
+    def _query(self, sql: str, **params: Any) -> Any:
+        """A relation (streamed when read as Arrow); `{src}` is the file's reader."""
+        return self.db.sql(sql.replace("{src}", self.reader), params={"path": self.path, **params})
 
-def row_date(row: Row, default: datetime | None) -> str:
-    """The row's day for Hive partitions (`YYYY-MM-DD`): its event time, else the window's start day."""
-    for field in DATE_FIELDS:
-        value = row.get(field)
-        if isinstance(value, str) and len(value) >= 10 and value[4] == "-" and value[7] == "-":
-            return value[:10]
-    return default.strftime("%Y-%m-%d") if default is not None else "unknown"
+    def _day(self) -> str:
+        assert self.day_field is not None
+        return f"strftime(try_cast(\"{self.day_field}\" AS TIMESTAMPTZ), '%Y-%m-%d')"
 
+    def days(self, default: datetime | None) -> list[str]:
+        """The UTC days the rows fall on (by their event time; else the window's first day)."""
+        fallback = default.strftime("%Y-%m-%d") if default is not None else "unknown"
+        if self.day_field is None:
+            return [fallback]
+        found = self._query(
+            f"SELECT DISTINCT coalesce({self._day()}, $fallback) FROM {{src}} ORDER BY 1", fallback=fallback
+        )
+        return [row[0] for row in found.fetchall()]
 
-def _csv_rows(source: Source) -> Iterator[Row]:
-    with open_source(source) as raw:
-        text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
-        for record in csv.DictReader(text):
-            yield {k: _cell(v) for k, v in record.items() if k is not None}
+    def batches(self, window: str, day: str | None = None, default_day: str = "") -> Iterator[Any]:
+        """The rows (of one day, if given) with the window column, BATCH_ROWS at a time."""
+        where, params = "", {"window": window}
+        if day is not None and self.day_field is not None:
+            where, params = (
+                f" WHERE coalesce({self._day()}, $fallback) = $day",
+                {**params, "fallback": default_day, "day": day},
+            )
+        result = self._query(f"SELECT *, $window AS {WINDOW_COLUMN} FROM {{src}}{where}", **params)
+        reader = result.to_arrow_reader(BATCH_ROWS)
+        yield from reader
 
-
-def _cell(value: str | None) -> Any:
-    if value is None or value == "":
-        return None
-    if _INT.match(value):
-        return int(value)
-    if _FLOAT.match(value):
-        return float(value)
-    return value
+    def close(self) -> None:
+        self.db.close()

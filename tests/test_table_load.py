@@ -6,6 +6,7 @@ destination's own `_fullstory_loads` lists each window with its file's sha256.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -118,6 +119,19 @@ def test_a_file_changed_after_it_was_published_is_not_loaded(tmp_path):
     with pytest.raises(ApplicationError) as info:
         load(tmp_path, LoadSpec(destination="duckdb"), file, "0" * 64, "w")
     assert info.value.type == "LoadFileChanged" and info.value.non_retryable
+
+
+def test_an_export_that_is_not_json_is_rejected_not_retried(tmp_path):
+    path = tmp_path / "w.ndjson.gz"
+    path.write_bytes(gzip.compress(b'{"EventId": "a"}\n{"EventId": \n'))
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(ApplicationError) as info:
+        load(tmp_path, LoadSpec(destination="duckdb"), str(path), sha, "w")
+    assert (
+        info.value.type == "LoadRejected"
+        and info.value.non_retryable
+        and "duckdb fullstory.events" in info.value.message
+    )
 
 
 def test_bad_load_inputs_are_clear_errors(tmp_path, monkeypatch):

@@ -96,7 +96,10 @@ LOAD_DESTINATION_INVALID = _declare(
     "LoadDestinationInvalid", False, "the load destination is unknown, not configured, or cannot be reached"
 )
 LOAD_FILE_CHANGED = _declare("LoadFileChanged", False, "the published file is not the one downloaded (sha256)")
-LOAD_FAILED = _declare("LoadFailed", True, "the destination refused the load or is down (retried)")
+LOAD_REJECTED = _declare(
+    "LoadRejected", False, "the file's rows cannot be read, or the destination refuses them for good"
+)
+LOAD_FAILED = _declare("LoadFailed", True, "the destination failed the load or is down (retried)")
 
 # Temporal's retry policies never retry these (derived, never listed by hand).
 NON_RETRYABLE: list[str] = [e.name for e in CATALOGUE.values() if not e.retryable]
