@@ -86,7 +86,7 @@ class TableLoadActivities:
                 )
             loader = WindowLoader(self.locations, params, work)
             try:
-                export = ExportFile(path, params.format)
+                export = ExportFile(path, params.format, work)
                 try:
                     rows = loader.load_rows(export)
                 finally:

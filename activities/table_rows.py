@@ -50,18 +50,19 @@ def local_copy(source: Source, work: Path) -> tuple[Path, str]:
 class ExportFile:
     """One export file as DuckDB reads it: its columns, its days, its rows as Arrow batches."""
 
-    def __init__(self, path: Path, format: str) -> None:
+    def __init__(self, path: Path, format: str, work: Path) -> None:
+        """Read once into a table of DuckDB's own, on disk in `work` (memory stays bounded), then queried."""
         import duckdb
 
-        self.db = duckdb.connect()
+        self.db = duckdb.connect(str(work / "rows.duckdb"))
         self.db.execute("SET TimeZone = 'UTC'")  # a day is a UTC day
-        self.reader, self.path = _READERS[format], str(path)
-        self.columns = [row[0] for row in self._query("DESCRIBE SELECT * FROM {src}").fetchall()]
+        self.db.execute(f"CREATE TABLE export_rows AS SELECT * FROM {_READERS[format]}", {"path": str(path)})
+        self.columns = [row[0] for row in self.db.sql("DESCRIBE export_rows").fetchall()]
         self.day_field = next((f for f in DAY_FIELDS if f in self.columns), None)
 
     def _query(self, sql: str, **params: Any) -> Any:
-        """A relation (streamed when read as Arrow); `{src}` is the file's reader."""
-        return self.db.sql(sql.replace("{src}", self.reader), params={"path": self.path, **params})
+        """A relation over the rows (streamed when read as Arrow)."""
+        return self.db.sql(sql, params=params or None)
 
     def _day(self) -> str:
         assert self.day_field is not None
@@ -73,7 +74,7 @@ class ExportFile:
         if self.day_field is None:
             return [fallback]
         found = self._query(
-            f"SELECT DISTINCT coalesce({self._day()}, $fallback) FROM {{src}} ORDER BY 1", fallback=fallback
+            f"SELECT DISTINCT coalesce({self._day()}, $fallback) FROM export_rows ORDER BY 1", fallback=fallback
         )
         return [row[0] for row in found.fetchall()]
 
@@ -85,7 +86,7 @@ class ExportFile:
                 f" WHERE coalesce({self._day()}, $fallback) = $day",
                 {**params, "fallback": default_day, "day": day},
             )
-        result = self._query(f"SELECT *, $window AS {WINDOW_COLUMN} FROM {{src}}{where}", **params)
+        result = self._query(f"SELECT *, $window AS {WINDOW_COLUMN} FROM export_rows{where}", **params)
         reader = result.to_arrow_reader(BATCH_ROWS)
         yield from reader
 
