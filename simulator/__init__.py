@@ -11,6 +11,7 @@ legacy Data Export (list, get, 2 downloads a minute). All timing reads `sim.cloc
 `python -m simulator` runs it alone; `/_sim/...` drives it from another process.
 """
 
-from .server import RequestRecord, Simulator
+from .server import Simulator
+from .state import RequestRecord
 
 __all__ = ["RequestRecord", "Simulator"]

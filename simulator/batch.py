@@ -12,13 +12,11 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .protocol import Request, Response, error, json_response, rfc3339
 from .routing import ANY_KEY, Router
-
-if TYPE_CHECKING:
-    from .server import Simulator
+from .state import SimState
 
 KINDS = ("events", "users")
 MAX_REQUESTS = 50_000
@@ -119,7 +117,7 @@ def decode_token(token: str, job_id: str, which: str) -> int | None:
 
 
 class BatchImports:
-    def __init__(self, sim: Simulator) -> None:
+    def __init__(self, sim: SimState) -> None:
         self.sim = sim
         self.jobs: dict[str, BatchJob] = {}
         self.idempotent: dict[tuple[str, str], tuple[str, dict]] = {}

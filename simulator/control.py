@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .batch import BatchImports
 from .protocol import Request, Response, error, json_response
 from .routing import NO_AUTH, Router
-
-if TYPE_CHECKING:
-    from .server import Simulator
-
+from .state import SimState
 
 # Plain knobs a test in another process may set through POST /_sim/settings.
 SETTINGS = (
@@ -24,7 +22,17 @@ SETTINGS = (
 )
 
 
-def register_control(sim: Simulator, router: Router) -> None:
+def register_control(
+    sim: SimState,
+    router: Router,
+    *,
+    batch: BatchImports,
+    add_batch_job: Callable[..., str],
+    add_operation: Callable[..., str],
+    add_bundles: Callable[..., list[str]],
+) -> None:
+    """The /_sim/ routes. The add_* callables are the Simulator's own methods of those names (server.py passes them)."""
+
     def kwargs_call(fn: Callable[..., Any], wrap: Callable[[Any], dict]) -> Callable[[Request], Response]:
         def handler(req: Request) -> Response:
             try:
@@ -60,10 +68,10 @@ def register_control(sim: Simulator, router: Router) -> None:
 
     def records(req: Request) -> Response:
         job_id = req.params["job_id"]
-        if job_id not in sim.jobs:
+        if job_id not in batch.jobs:
             return error(404, f"no job {job_id}")
         try:
-            return json_response({"records": sim.expected_records(job_id, req.query.get("which", "errors"))})
+            return json_response({"records": batch.expected_records(job_id, req.query.get("which", "errors"))})
         except ValueError as exc:
             return error(400, str(exc), "invalid_argument")
 
@@ -74,7 +82,7 @@ def register_control(sim: Simulator, router: Router) -> None:
         sim.reset_stats()
         return json_response({})
 
-    router.add("POST", "/_sim/batch_jobs", kwargs_call(sim.add_batch_job, lambda job_id: {"job_id": job_id}), NO_AUTH)
+    router.add("POST", "/_sim/batch_jobs", kwargs_call(add_batch_job, lambda job_id: {"job_id": job_id}), NO_AUTH)
     router.add(
         "POST", "/_sim/batch_defaults", kwargs_call(set_batch_defaults, lambda d: {"batch_defaults": d}), NO_AUTH
     )
@@ -82,10 +90,8 @@ def register_control(sim: Simulator, router: Router) -> None:
     router.add("GET", "/_sim/records/{job_id}", records, NO_AUTH)
     router.add("GET", "/_sim/stats", stats, NO_AUTH)
     router.add("POST", "/_sim/reset_stats", reset, NO_AUTH)
-    router.add(
-        "POST", "/_sim/operations", kwargs_call(sim.add_operation, lambda op_id: {"operation_id": op_id}), NO_AUTH
-    )
-    router.add("POST", "/_sim/bundles", kwargs_call(sim.add_bundles, lambda ids: {"ids": ids}), NO_AUTH)
+    router.add("POST", "/_sim/operations", kwargs_call(add_operation, lambda op_id: {"operation_id": op_id}), NO_AUTH)
+    router.add("POST", "/_sim/bundles", kwargs_call(add_bundles, lambda ids: {"ids": ids}), NO_AUTH)
     router.add(
         "POST", "/_sim/export_defaults", kwargs_call(set_export_defaults, lambda d: {"export_defaults": d}), NO_AUTH
     )

@@ -13,15 +13,13 @@ import threading
 import zlib
 import zoneinfo
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 from .downloads import Download
 from .protocol import Request, Response, error, json_response, parse_rfc3339, rfc3339
 from .routing import EXPORT_KEY, STORAGE, Router
-
-if TYPE_CHECKING:
-    from .server import Simulator
+from .state import SimState
 
 STATES = ("PENDING", "RUNNING", "COMPLETED", "FAILED")
 EXPORT_TYPES = ("TYPE_EVENT", "TYPE_INDIVIDUAL")
@@ -62,7 +60,7 @@ class Operation:
 
 
 class Exports:
-    def __init__(self, sim: Simulator) -> None:
+    def __init__(self, sim: SimState) -> None:
         self.sim = sim
         self.operations: dict[str, Operation] = {}
         self.downloads: dict[str, Download] = {}

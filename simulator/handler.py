@@ -12,15 +12,12 @@ import time
 import traceback
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
-from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .faults import Fault
 from .protocol import Request, Response, error
 from .routing import ANY_KEY, EXPORT_KEY, NO_AUTH, STORAGE
-
-if TYPE_CHECKING:
-    from .server import Simulator
+from .state import SimState
 
 EXPORT_ROLES = ("admin", "architect")
 GZIP_MIN_BYTES = 1024
@@ -33,7 +30,7 @@ class _Aborted(Exception):
 class SimulatorHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "fullstory-simulator"
-    sim: Simulator  # set on the subclass the server builds
+    sim: SimState  # set on the subclass the server builds (the Simulator)
 
     def setup(self) -> None:
         super().setup()

@@ -5,14 +5,12 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .downloads import Download
 from .protocol import Request, Response, error, json_response
 from .routing import EXPORT_KEY, Router
-
-if TYPE_CHECKING:
-    from .server import Simulator
+from .state import SimState
 
 LIST_LIMIT = 20
 FIRST_ID = 123_456_789
@@ -50,7 +48,7 @@ class TokenBucket:
 
 
 class LegacyExport:
-    def __init__(self, sim: Simulator) -> None:
+    def __init__(self, sim: SimState) -> None:
         self.sim = sim
         self.bundles: dict[str, Bundle] = {}
         self.bucket = TokenBucket()

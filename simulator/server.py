@@ -4,34 +4,15 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
 from typing import Any
 
 from .batch import BatchImports, BatchJob
 from .control import register_control
 from .exports import Exports, Operation
-from .faults import Fault, FaultRules
 from .handler import SimulatorHandler
 from .legacy import Bundle, LegacyExport
-from .protocol import Request
-from .routing import Router
-
-ROLES = ("admin", "architect", "standard")
-
-
-@dataclass
-class RequestRecord:
-    method: str
-    path: str  # without the query
-    query: dict[str, str]
-    route: str | None  # the route template, e.g. "/v2/{kind}/batch/{job_id}"; None when no route matched
-    status: int
-    headers: dict[str, str]  # lower-case names, as received
-    at: float  # sim.clock() when it arrived
-    params: dict[str, str] = field(default_factory=dict)
+from .state import SimState
 
 
 class _Server(ThreadingHTTPServer):
@@ -43,38 +24,29 @@ class _Server(ThreadingHTTPServer):
         super().__init__(address, handler)
 
 
-class Simulator:
-    """Fullstory's asynchronous APIs on http://127.0.0.1:PORT. Use as a context manager or start()/stop()."""
+class Simulator(SimState):
+    """Fullstory's asynchronous APIs on http://127.0.0.1:PORT. Use as a context manager or start()/stop().
+
+    Its clock, knobs, keys, faults and request stats are SimState's (state.py), which the parts share;
+    here: the parts themselves, their routes, the socket, and the methods a test calls to set up jobs and files.
+    """
 
     def __init__(self, api_key: str = "test-key", host: str = "127.0.0.1", port: int = 0) -> None:
-        self.host, self.port = host, port
-        self.keys: dict[str, str] = {api_key: "admin"}
-        self.clock: Callable[[], float] = time.time
-        # Knobs (plain attributes: set them in a test).
-        self.batch_defaults: dict[str, Any] = {}
-        self.page_delay = 0.0  # real seconds slept before each errors/imports page
-        self.last_page_token_style = "absent"  # or "empty": how the last page says it is the last
-        self.status_errors_field = "failed_only"  # or "always" (the Swagger spec's "required")
-        self.export_defaults: dict[str, Any] = {}  # add_operation() keywords for POST /segments/v1/exports
-        self.fail_windows: list[str] = []  # exports whose timeRange starts at one of these (RFC 3339) end FAILED
-        # Demo mode: a batch job or operation id the simulator never saw is made up on first sight (from
-        # batch_defaults / export_defaults), so `fullstory-jobs start ... --job-id X` has a job to watch.
-        self.adopt_unknown_ids = False
-        self.legacy_burst = 50  # legacy bundle downloads: burst budget...
-        self.legacy_per_minute = 2.0  # ...refilling at this rate
-        self.legacy_429s = 0
-        self.storage_bytes_per_second: float | None = None  # throttle file downloads (None: full speed)
-        self.requests: list[RequestRecord] = []
-        self.faults = FaultRules()
-        self.router = Router()
+        super().__init__(api_key, host, port)  # the clock, knobs, keys, faults, router and request record
         self.batch = BatchImports(self)
         self.batch.register(self.router)
         self.exports = Exports(self)
         self.exports.register(self.router)
         self.legacy = LegacyExport(self)
         self.legacy.register(self.router)
-        register_control(self, self.router)
-        self._lock = threading.Lock()
+        register_control(
+            self,
+            self.router,
+            batch=self.batch,
+            add_batch_job=self.add_batch_job,
+            add_operation=self.add_operation,
+            add_bundles=self.add_bundles,
+        )
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -86,6 +58,7 @@ class Simulator:
         handler = type("Handler", (SimulatorHandler,), {"sim": self})
         self._server = _Server((self.host, self.port), handler)
         self.port = self._server.server_address[1]
+        self.listening = True
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.1},
@@ -99,6 +72,7 @@ class Simulator:
         server, self._server = self._server, None
         if server is None:
             return
+        self.listening = False
         server.shutdown()
         server.server_close()
         for conn in list(server.connections):  # idle keep-alive connections: end them too
@@ -114,73 +88,6 @@ class Simulator:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-    @property
-    def base_url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("the simulator is not started: call start() or use it as a context manager")
-        return f"http://{self.host}:{self.port}"
-
-    def clock_now(self) -> float:
-        return float(self.clock())
-
-    # --- keys, faults, stats ------------------------------------------------------------------------
-
-    def add_key(self, key: str, role: str = "admin") -> None:
-        if role not in ROLES:
-            raise ValueError(f"role must be one of {ROLES}, not {role!r}")
-        self.keys[key] = role
-
-    def fault(
-        self,
-        path_regex: str,
-        kind: str = "status",
-        count: int = 1,
-        status: int = 503,
-        retry_after: str | int | None = None,
-        method: str | None = None,
-        after_bytes: int = 0,
-        body: dict | None = None,
-    ) -> Fault:
-        return self.faults.add(Fault(path_regex, kind, count, status, retry_after, method, after_bytes, body))
-
-    def fault_burst(
-        self,
-        path_regex: str,
-        status: int = 503,
-        count: int = 5,
-        retry_after: str | None = None,
-        method: str | None = None,
-    ) -> Fault:
-        return self.fault(path_regex, "status", count, status, retry_after, method)
-
-    def record(self, req: Request, route: str | None, status: int) -> None:
-        rec = RequestRecord(req.method, req.path, req.query, route, status, req.headers, self.clock_now(), req.params)
-        with self._lock:
-            self.requests.append(rec)
-
-    def count(self, method: str | None = None, route: str | None = None) -> int:
-        method = method.upper() if method else None
-        with self._lock:
-            return sum(
-                1
-                for r in self.requests
-                if (method is None or r.method == method) and (route is None or r.route == route)
-            )
-
-    def stats(self) -> dict[str, Any]:
-        with self._lock:
-            by_route: dict[str, dict[str, int]] = {}
-            for r in self.requests:
-                by_method = by_route.setdefault(r.route or "(no route)", {})
-                by_method[r.method] = by_method.get(r.method, 0) + 1
-            return {"requests": len(self.requests), "routes": by_route}
-
-    def reset_stats(self) -> None:
-        """Forget the requests seen so far (and the legacy 429 count); jobs, files and faults stay."""
-        with self._lock:
-            self.requests.clear()
-            self.legacy_429s = 0
 
     # --- batch imports ------------------------------------------------------------------------------
 
