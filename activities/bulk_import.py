@@ -16,6 +16,7 @@ The items are read by activities/request_items.py (NDJSON or a JSON array, gzip 
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import hashlib
 import json
@@ -108,6 +109,10 @@ def canonical(item: Any) -> bytes:
     return hashlib.blake2b(orjson.dumps(item, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
 
 
+WRITERS = 2  # chunks written at once: each write waits on the disk and for the GIL, so a few overlap
+PENDING_CHUNKS = 2 * WRITERS  # chunks read and not yet written, at most: memory stays flat whatever the source
+
+
 def _stage_chunks(
     blocks: Iterator[Block],
     chunks: Path,
@@ -115,35 +120,34 @@ def _stage_chunks(
     progress: StageProgress,
     upload: Callable[[list[Path]], None],
 ) -> None:
-    """Blocks of items into chunks of `batch_size`; a chunk is written (and fsynced) on a thread of its own
-    while the next is read, so the disk's wait overlaps the parsing."""
-    numbers: list[int] = []
-    texts: list[bytes] = []
+    """Blocks of items into chunks of `batch_size`; chunks are written (and fsynced) on threads of their own
+    while the next are read, so the disk's waits overlap the parsing. The reading waits when
+    `PENDING_CHUNKS` are not written yet."""
     size = params.batch_size
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as writer:
-        written: list[concurrent.futures.Future[list[Path]]] = []
+    parts: list[Block] = []  # the chunk being gathered
+    gathered = 0
+    with concurrent.futures.ThreadPoolExecutor(max_workers=WRITERS) as writer:
+        pending: collections.deque[concurrent.futures.Future[list[Path]]] = collections.deque()
 
-        def uploaded_when_written(future: concurrent.futures.Future[list[Path]]) -> None:
-            if future.exception() is None:
-                upload(future.result())
-
-        def flush(lines: list[int], items: list[bytes]) -> None:
-            future = writer.submit(write_staged_chunk, chunks, progress.batches, items, lines, params.shared)
-            future.add_done_callback(uploaded_when_written)
-            written.append(future)
+        def flush(blocks: list[Block]) -> None:
+            while len(pending) >= PENDING_CHUNKS:
+                upload(pending.popleft().result())  # a write that failed fails the staging
+            pending.append(writer.submit(write_staged_chunk, chunks, progress.batches, blocks, params.shared))
             progress.batches += 1
 
-        for block_numbers, block_texts in blocks:
-            numbers += block_numbers
-            texts += block_texts
-            progress.items += len(block_texts)
-            while len(texts) >= size:
-                flush(numbers[:size], texts[:size])
-                del numbers[:size], texts[:size]
-        if texts:
-            flush(numbers, texts)
-        for future in written:
-            future.result()  # a write that failed fails the staging
+        for block in blocks:
+            progress.items += len(block)
+            while gathered + len(block) >= size:
+                head, block = block.split(size - gathered)
+                flush([*parts, head])
+                parts, gathered = [], 0
+            if len(block):
+                parts.append(block)
+                gathered += len(block)
+        if parts:
+            flush(parts)
+        while pending:
+            upload(pending.popleft().result())
 
 
 class BulkActivities:

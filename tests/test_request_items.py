@@ -93,3 +93,52 @@ def test_ndjson_bytes_pass_through_and_errors_read_as_before(tmp_path: Path):
         with pytest.raises(ApplicationError) as info:
             list(read_items(Source(str(path)), "source"))
         assert info.value.message == f"source {str(path)!r}{'' if needle.startswith(':') else ' '}{needle}"
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        # A valid stream of JSON values whose lines are not: each line must be one object, whole.
+        (b'{"uid": "a"}\n{"a": [{}\n{}]}, {}\n', "line 2: not valid JSON"),
+        (b'{"uid": "a"}\n{"a": [{}\n{}]}\n', "line 2: not valid JSON"),
+        (b'{"uid": "a"} {"uid": "b"}\n{"uid": "c"}\n', "line 1: not valid JSON (Extra data)"),
+        (b'{"uid": "a",\n"x": 1}\n', "line 1: not valid JSON"),
+        (b'{"uid": "a"}\n{"uid": "b"}\n"text"\n', "line 3: an item must be a JSON object, not a string"),
+        (b'{"uid": "a"}\n{"uid": "b"}\n{"uid": "\xff"}\n', ": not UTF-8 text (invalid start byte)"),
+    ],
+    ids=["array-across-lines", "object-across-lines", "two-on-a-line", "split-object", "string", "not-utf8"],
+)
+def test_ndjson_lines_are_checked_one_by_one_whatever_the_block_holds(tmp_path: Path, content: bytes, needle: str):
+    """The fast check reads a whole block at once; its answer is the same as reading each line alone."""
+    path = tmp_path / "items.ndjson"
+    path.write_bytes(content)
+    with pytest.raises(ApplicationError) as info:
+        list(read_items(Source(str(path)), "source"))
+    assert info.value.message.startswith(f"source {str(path)!r}{'' if needle.startswith(':') else ' '}{needle}")
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
+def test_many_blocks_of_ndjson_keep_every_line_number_and_byte(tmp_path: Path, monkeypatch, compress: bool):
+    monkeypatch.setattr(request_items, "READ_BLOCK", 4096)
+    lines = [json.dumps({"uid": f"u{i}", "n": 10**30 + i}).encode() for i in range(3000)]
+    lines[1500] = b""  # a blank line in one block: that block is read line by line
+    lines[2200] = b'  {"uid": "spaced"}\r'
+    text = b"\n".join(lines)  # no newline after the last
+    path = tmp_path / ("items.ndjson.gz" if compress else "items.ndjson")
+    path.write_bytes(gzip.compress(text) if compress else text)
+    got = list(read_items(Source(str(path)), "source"))
+    want = [(i + 1, line.strip()) for i, line in enumerate(lines) if line]
+    assert got == want
+
+
+def test_a_staged_chunk_is_the_create_body_one_item_a_line(tmp_path: Path):
+    fast = request_items._checked(b'{"a": 1}\n{"b": 2}\n', 2, 10, "x", "source")
+    slow = request_items._checked(b'{"c": 3}\n\n {"d": 4}\n', 3, 12, "x", "source")
+    assert isinstance(fast, request_items.Run) and not isinstance(slow, request_items.Run)
+    head, rest = fast.split(1)
+    request_items.write_staged_chunk(tmp_path, 0, [head, rest, slow], {"s": 1})
+    body = (tmp_path / "chunk-00000.json").read_bytes()
+    assert body == b'{"requests":[\n{"a": 1},\n{"b": 2},\n{"c": 3},\n{"d": 4}\n],"shared":{"s":1}}'
+    assert json.loads((tmp_path / "lines-00000.json").read_bytes()) == [10, 11, 12, 14]
+    with (tmp_path / "chunk-00000.json").open("rb") as fh:
+        assert list(request_items.staged_items(fh)) == [b'{"a": 1}', b'{"b": 2}', b'{"c": 3}', b'{"d": 4}']
