@@ -142,3 +142,23 @@ def test_a_staged_chunk_is_the_create_body_one_item_a_line(tmp_path: Path):
     assert json.loads((tmp_path / "lines-00000.json").read_bytes()) == [10, 11, 12, 14]
     with (tmp_path / "chunk-00000.json").open("rb") as fh:
         assert list(request_items.staged_items(fh)) == [b'{"a": 1}', b'{"b": 2}', b'{"c": 3}', b'{"d": 4}']
+
+
+def test_error_items_are_found_in_their_chunk_by_a_string_of_their_own(tmp_path: Path):
+    from activities.item_lines import canonical, find_lines
+
+    items = [{"uid": f"user-{i}", "plan": "pro", "n": i} for i in range(300)]
+    items.append(dict(items[7]))  # the same item twice: both lines, the first popped first
+    lines = [json.dumps(item).encode() for item in items]
+    lines[20] = b'{"n": 20, "plan": "pro", "uid": "user-20"}'  # any key order
+    request_items.write_staged_chunk(tmp_path, 0, [request_items.Block(list(range(5, 306)), lines)], None)
+    chunk = (tmp_path / "chunk-00000.json").read_bytes()
+    numbers = json.loads((tmp_path / "lines-00000.json").read_bytes())
+    wanted = {canonical(items[i]): items[i] for i in (0, 7, 20, 299)}
+    found = find_lines(chunk, numbers, wanted)
+    assert found == {canonical(items[0]): [5], canonical(items[7]): [305, 12], canonical(items[20]): [25],
+                     canonical(items[299]): [304]}  # fmt: skip
+    assert find_lines(chunk, numbers, {canonical({"uid": "nobody"}): {"uid": "nobody"}}) is None
+    assert find_lines(chunk, numbers, {canonical({"plan": "pro"}): {"plan": "pro"}}) is None  # in every line
+    escaped = b'{"uid": "\\u0075ser-0", "plan": "pro", "n": 0}'  # the same item, written otherwise
+    assert find_lines(b"{\n" + escaped + b"\n]}", [1], {canonical(items[0]): items[0]}) is None
