@@ -6,9 +6,12 @@
   every worker can read them (an object-store destination: uploaded beside the results). Deterministic:
   a new attempt after a crash writes the very same chunks, so a child's Idempotency-Key always comes
   with an identical body.
+- `merge_bulk_batch`: one batch's records with their `batch` and source `line`, as the batch ends (while
+  the others run), to `merged/batch-NNNNN-<job>.<which>.ndjson`, written whole or not at all.
 - `merge_bulk_records`: one NDJSON of every chunk's error records (each with its `batch` and source
   `line`), the same for imports when asked, and `batches.ndjson` (one line per batch result, read from
-  the child workflows' results in Temporal). Rebuilt from the start on a new attempt: nothing twice.
+  the child workflows' results in Temporal): each batch's merged file copied, or (missing) merged here.
+  Rebuilt from the start on a new attempt: nothing twice.
 
 The items are read by activities/request_items.py (NDJSON or a JSON array, gzip or not, with their lines).
 """
