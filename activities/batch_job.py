@@ -34,7 +34,7 @@ from activities.locations import PartFile, Source, safe_name
 from activities.request_items import load_requests_file, staged_lines  # NDJSON/JSON array, gzip or not
 from vocabulary import errors
 from vocabulary.contract import BatchJobStatus, BatchKind
-from vocabulary.policies import poll_delay, poll_delay_for_age
+from vocabulary.policies import poll_delay, poll_delay_expecting
 
 # --- Fullstory's payloads --------------------------------------------------------------------------
 
@@ -95,6 +95,7 @@ class WaitForBatchJobParams(BaseModel):
     kind: BatchKind
     job_id: str
     max_poll_seconds: float = 60.0
+    expected_seconds: float | None = None  # how long the job should take (a bulk import's earlier batches)
 
 
 class CollectBatchRecordsParams(BaseModel):
@@ -134,15 +135,18 @@ def _job_path(kind: str, job_id: str) -> str:
     return f"/v2/{kind}/batch/{quote(job_id, safe='')}"
 
 
-def next_poll(job: BatchJob, attempt: int, cap: timedelta) -> timedelta:
+def next_poll(job: BatchJob, attempt: int, cap: timedelta, expected: timedelta | None = None) -> timedelta:
     """When to check a PROCESSING job again: by its age when Fullstory says when it was created (its end is
-    then seen within max(2 s, 10 % of its age)), else by the number of checks so far."""
+    then seen within max(2 s, 10 % of its age), and just after its `expected` length), else by the number
+    of checks so far."""
     if job.created is None:
         return poll_delay(attempt, cap)
     created = job.created if job.created.tzinfo else job.created.replace(tzinfo=UTC)
     # "Now" is the server's time of this attempt: the worker's clock may be off (and a test server skips time).
-    now = activity.info().current_attempt_scheduled_time
-    return poll_delay_for_age(now - created, cap)
+    # Its start, not its scheduling: a retry may be scheduled when the last attempt failed, a whole gap ago.
+    info = activity.info()
+    now = max(info.current_attempt_scheduled_time, info.started_time)
+    return poll_delay_expecting(now - created, cap, expected)
 
 
 class BatchActivities:
@@ -203,7 +207,9 @@ class BatchActivities:
             raise malformed_error(what, "the response is not a batch job status") from None
         if details.job.status == "PROCESSING":
             attempt = activity.info().attempt
-            delay = response.retry_after or next_poll(details.job, attempt, timedelta(seconds=params.max_poll_seconds))
+            expected = timedelta(seconds=params.expected_seconds) if params.expected_seconds else None
+            cap = timedelta(seconds=params.max_poll_seconds)
+            delay = response.retry_after or next_poll(details.job, attempt, cap, expected)
             raise errors.BATCH_JOB_NOT_FINISHED(
                 f"{params.kind} batch job {params.job_id} is still PROCESSING "
                 f"(check {attempt}); {next_check_text(delay)}",

@@ -6,9 +6,12 @@
   every worker can read them (an object-store destination: uploaded beside the results). Deterministic:
   a new attempt after a crash writes the very same chunks, so a child's Idempotency-Key always comes
   with an identical body.
+- `merge_bulk_batch`: one batch's records with their `batch` and source `line`, as the batch ends (while
+  the others run), to `merged/batch-NNNNN-<job>.<which>.ndjson`, written whole or not at all.
 - `merge_bulk_records`: one NDJSON of every chunk's error records (each with its `batch` and source
   `line`), the same for imports when asked, and `batches.ndjson` (one line per batch result, read from
-  the child workflows' results in Temporal). Rebuilt from the start on a new attempt: nothing twice.
+  the child workflows' results in Temporal): each batch's merged file copied, or (missing) merged here.
+  Rebuilt from the start on a new attempt: nothing twice.
 
 The items are read by activities/request_items.py (NDJSON or a JSON array, gzip or not, with their lines).
 """
@@ -16,8 +19,9 @@ The items are read by activities/request_items.py (NDJSON or a JSON array, gzip 
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
-import hashlib
+import itertools
 import json
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -30,6 +34,7 @@ from temporalio import activity
 from temporalio.client import Client, WorkflowFailureError
 
 from activities.heartbeat import Heartbeater
+from activities.item_lines import canonical, find_lines
 from activities.locations import Destination, Locations, PartFile, safe_name
 from activities.request_items import (
     Block,
@@ -84,6 +89,23 @@ class MergedRecords(BaseModel):
     unmatched: int = 0  # error records whose item was not found in its chunk (line unknown)
 
 
+class MergeBulkBatchParams(BaseModel):
+    kind: BatchKind
+    index: int
+    job_id: str
+    errors_location: str | None = None
+    imports_location: str | None = None
+    chunks_location: str
+    destination: str | None = None
+    name: str
+
+
+class MergedBatch(BaseModel):
+    errors: int
+    imports: int
+    unmatched: int = 0
+
+
 class StageProgress(BaseModel):
     items: int = 0
     batches: int = 0
@@ -94,18 +116,19 @@ def child_workflow_id(parent_workflow_id: str, index: int) -> str:
     return f"{parent_workflow_id}-batch-{index:05d}"
 
 
+def merged_batch_name(index: int, job_id: str, which: str) -> str:
+    """A batch's records with their batch and line, merged as the batch ended (under the import's folder)."""
+    return f"merged/batch-{index:05d}-{safe_name(job_id, 100)}.{which}.ndjson"
+
+
 def _lines_of(locations: Locations, location: str, field: str) -> Iterator[bytes]:
     with locations.source(location, field).open() as fh:
         yield from fh
 
 
-def canonical(item: Any) -> bytes:
-    """An item's identity, whatever its key order: how an error record's echoed item finds its source line.
-
-    A 128-bit digest of its sorted-key JSON: 16 bytes a key (orjson's own output keeps a 4 KiB buffer, so
-    50,000 items would hold 200 MiB). orjson on both sides: it reads integers past 64 bits as floats,
-    alike on both, so they still match."""
-    return hashlib.blake2b(orjson.dumps(item, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
+FEW_RECORDS = 200  # a batch's records up to which their items are looked for in its chunk (not all read)
+WRITERS = 2  # chunks written at once: each write waits on the disk and for the GIL, so a few overlap
+PENDING_CHUNKS = 2 * WRITERS  # chunks read and not yet written, at most: memory stays flat whatever the source
 
 
 def _stage_chunks(
@@ -115,35 +138,34 @@ def _stage_chunks(
     progress: StageProgress,
     upload: Callable[[list[Path]], None],
 ) -> None:
-    """Blocks of items into chunks of `batch_size`; a chunk is written (and fsynced) on a thread of its own
-    while the next is read, so the disk's wait overlaps the parsing."""
-    numbers: list[int] = []
-    texts: list[bytes] = []
+    """Blocks of items into chunks of `batch_size`; chunks are written (and fsynced) on threads of their own
+    while the next are read, so the disk's waits overlap the parsing. The reading waits when
+    `PENDING_CHUNKS` are not written yet."""
     size = params.batch_size
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as writer:
-        written: list[concurrent.futures.Future[list[Path]]] = []
+    parts: list[Block] = []  # the chunk being gathered
+    gathered = 0
+    with concurrent.futures.ThreadPoolExecutor(max_workers=WRITERS) as writer:
+        pending: collections.deque[concurrent.futures.Future[list[Path]]] = collections.deque()
 
-        def uploaded_when_written(future: concurrent.futures.Future[list[Path]]) -> None:
-            if future.exception() is None:
-                upload(future.result())
-
-        def flush(lines: list[int], items: list[bytes]) -> None:
-            future = writer.submit(write_staged_chunk, chunks, progress.batches, items, lines, params.shared)
-            future.add_done_callback(uploaded_when_written)
-            written.append(future)
+        def flush(blocks: list[Block]) -> None:
+            while len(pending) >= PENDING_CHUNKS:
+                upload(pending.popleft().result())  # a write that failed fails the staging
+            pending.append(writer.submit(write_staged_chunk, chunks, progress.batches, blocks, params.shared))
             progress.batches += 1
 
-        for block_numbers, block_texts in blocks:
-            numbers += block_numbers
-            texts += block_texts
-            progress.items += len(block_texts)
-            while len(texts) >= size:
-                flush(numbers[:size], texts[:size])
-                del numbers[:size], texts[:size]
-        if texts:
-            flush(numbers, texts)
-        for future in written:
-            future.result()  # a write that failed fails the staging
+        for block in blocks:
+            progress.items += len(block)
+            while gathered + len(block) >= size:
+                head, block = block.split(size - gathered)
+                flush([*parts, head])
+                parts, gathered = [], 0
+            if len(block):
+                parts.append(block)
+                gathered += len(block)
+        if parts:
+            flush(parts)
+        while pending:
+            upload(pending.popleft().result())
 
 
 class BulkActivities:
@@ -189,6 +211,34 @@ class BulkActivities:
             folder_location=dest.location(folder),
         )
 
+    @activity.defn(name="merge_bulk_batch")
+    async def merge_bulk_batch(self, params: MergeBulkBatchParams) -> MergedBatch:
+        """One batch's records, each with its batch and source line, as the batch ends (while others run):
+        the final merge then only copies them. Written whole or not at all; the final merge does any that
+        is missing itself."""
+        dest, folder = self._folder(params.destination, params.name)
+        counts = {"errors": 0, "imports": 0, "unmatched": 0}
+        chunk = f"{params.chunks_location}/{chunk_name(params.index)}"
+        records: list[tuple[Literal["errors", "imports"], str | None]] = [
+            ("errors", params.errors_location),
+            ("imports", params.imports_location),
+        ]
+        async with Heartbeater():
+            for which, location in records:
+                if not location:
+                    continue
+                part = PartFile(folder / merged_batch_name(params.index, params.job_id, which))
+                part.open(0)
+                try:
+                    await asyncio.to_thread(
+                        self._merge_one, part, params.index, which, location, chunk, params.kind, counts
+                    )
+                    part.commit()
+                finally:
+                    part.close()
+                await dest.publish(part.final)
+        return MergedBatch(errors=counts["errors"], imports=counts["imports"], unmatched=counts["unmatched"])
+
     @activity.defn(name="merge_bulk_records")
     async def merge_bulk_records(self, params: MergeBulkRecordsParams) -> MergedRecords:
         dest, folder = self._folder(params.destination, params.name)
@@ -204,7 +254,7 @@ class BulkActivities:
             try:
                 for index in range(params.batches):
                     heartbeater.update(StageProgress(items=counts["errors"], batches=index))
-                    line = await self._merge_batch(client, params, index, errs, imps, counts)
+                    line = await self._merge_batch(client, params, index, (dest, folder), errs, imps, counts)
                     batches.write(json.dumps(line, separators=(",", ":"), default=str).encode() + b"\n")
                 for part in (batches, errs, imps):
                     if part is not None:
@@ -227,11 +277,13 @@ class BulkActivities:
         client: Client,
         params: MergeBulkRecordsParams,
         index: int,
+        where: tuple[Destination, Path],
         errs: PartFile,
         imps: PartFile | None,
         counts: dict[str, int],
     ) -> dict[str, Any]:
         """Batch `index`'s line of batches.ndjson (its child's result); its records appended to errs and imps."""
+        dest, folder = where
         handle = client.get_workflow_handle(child_workflow_id(params.parent_workflow_id, index))
         line: dict[str, Any] = {"batch": index, "workflow_id": handle.id}
         try:
@@ -251,16 +303,40 @@ class BulkActivities:
             outputs: list[tuple[Literal["errors", "imports"], PartFile | None]] = [("errors", errs), ("imports", imps)]
             for which, out in outputs:
                 if out is not None and result.get(f"{which}_location"):
-                    await asyncio.to_thread(
-                        self._merge_one, out, index, which, result[f"{which}_location"], chunk, params.kind, counts
-                    )
+                    merged = dest.location(folder / merged_batch_name(index, str(result.get("job_id")), which))
+                    if not await asyncio.to_thread(self._copy_merged, out, index, which, merged, counts):
+                        await asyncio.to_thread(
+                            self._merge_one, out, index, which, result[f"{which}_location"], chunk, params.kind, counts
+                        )
         return line
 
-    def _lines_by_item(self, chunk_location: str) -> dict[bytes, list[int]]:
-        """Each item of a chunk (by `canonical`) -> its source lines, first occurrence last (for pop())."""
+    def _copy_merged(
+        self, out: PartFile, index: int, which: Literal["errors", "imports"], location: str, counts: dict[str, int]
+    ) -> bool:
+        """Append a batch's records as merged when it ended; False when there are none (not merged then)."""
+        unmatched = b'{"batch":%d,"line":null,' % index  # how every record of an unknown line starts
+        try:
+            with self.locations.source(location, which).open() as fh:
+                while piece := fh.read(1 << 20) + fh.readline():
+                    out.write(piece)
+                    counts[which] += piece.count(b"\n")
+                    counts["unmatched"] += piece.count(b"\n" + unmatched) + piece.startswith(unmatched)
+        except FileNotFoundError:
+            return False
+        out.flush()
+        return True
+
+    def _lines_by_item(self, chunk_location: str, wanted: dict[bytes, Any] | None) -> dict[bytes, list[int]]:
+        """Items of a chunk (by `canonical`) -> their source lines, first occurrence last (for pop()): the
+        `wanted` ones looked for by a string of their own when they are few, else every item."""
         by_item: dict[bytes, list[int]] = defaultdict(list)
         lines = staged_lines(self.locations, chunk_location)
         with self.locations.source(chunk_location, "chunk").open() as fh:
+            if lines is not None and wanted is not None:
+                found = find_lines(fh.read(), lines, wanted)
+                if found is not None:
+                    return found
+                fh.seek(0)
             if lines is not None:  # one item a line: read a line at a time
                 for raw, number in zip(staged_items(fh), lines, strict=False):
                     by_item[canonical(orjson.loads(raw))].append(number)
@@ -283,14 +359,23 @@ class BulkActivities:
         counts: dict[str, int],
     ) -> None:
         """Append batch `index`'s records, each with `batch` and the source `line` of its item."""
-        by_item = self._lines_by_item(chunk_location)
         singular = "event" if kind == "events" else "user"
-        for raw in _lines_of(self.locations, records_location, which):
+
+        def item_of(raw: bytes) -> Any:  # orjson's reading only finds the item's line; the record is json's
+            echoed = orjson.loads(raw)
+            return echoed.get(singular) if which == "errors" else echoed
+
+        few = list(itertools.islice(_lines_of(self.locations, records_location, which), FEW_RECORDS + 1))
+        wanted = None
+        if len(few) <= FEW_RECORDS:
+            items = [item_of(raw) for raw in few if raw.strip()]
+            wanted = {canonical(item): item for item in items if item is not None}
+        by_item = self._lines_by_item(chunk_location, wanted)
+        for raw in few if wanted is not None else _lines_of(self.locations, records_location, which):
             if not raw.strip():
                 continue
-            record = json.loads(raw)  # written out exactly; its orjson reading only finds the item's line
-            echoed = orjson.loads(raw)
-            item = echoed.get(singular) if which == "errors" else echoed
+            record = json.loads(raw)  # written out exactly
+            item = item_of(raw)
             found = by_item.get(canonical(item)) if item is not None else None
             number = found.pop() if found else None
             if number is None:

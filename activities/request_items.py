@@ -17,21 +17,76 @@ from __future__ import annotations
 import io
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from itertools import chain
 from pathlib import Path
 from typing import IO, Any
 
+import msgspec
 import orjson
 
+from activities.json_array import ArrayReader, json_type
 from activities.locations import Locations, PartFile, Source
 from vocabulary import errors
 from vocabulary.contract import MAX_BATCH_REQUESTS
 
 READ_BLOCK = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
+_RAW_LINES = msgspec.json.Decoder(msgspec.Raw)  # checks JSON without building objects: one C pass a block
 
 Item = tuple[int, bytes]  # (line number, the item's JSON as UTF-8 on one line: what a batch sends)
-Block = tuple[list[int], list[bytes]]  # items read together: their line numbers, and their JSON
+
+
+class Block:
+    """Items read together, in source order: their line numbers and their JSON (as bytes, one line each)."""
+
+    __slots__ = ("lines", "texts")
+
+    def __init__(self, lines: list[int], texts: list[bytes]) -> None:
+        self.lines, self.texts = lines, texts
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def numbers(self) -> Iterable[int]:
+        return self.lines
+
+    def items(self) -> list[bytes]:
+        return self.texts
+
+    def split(self, k: int) -> tuple[Block, Block]:
+        """The first `k` items, and the rest."""
+        return Block(self.lines[:k], self.texts[:k]), Block(self.lines[k:], self.texts[k:])
+
+    def pieces(self) -> list[bytes]:
+        """The items as a staged chunk has them: each followed by `,` and a newline."""
+        return [b",\n".join(self.texts), b",\n"] if self.texts else []
+
+
+class Run(Block):
+    """Items that are whole lines of the source, one after another, with nothing else: `data` is their
+    bytes as read, each item ending in a newline (the lines and texts are made only when asked for)."""
+
+    __slots__ = ("data", "first", "lens")
+
+    def __init__(self, first: int, data: bytes, lens: list[int]) -> None:
+        self.first, self.data, self.lens = first, data, lens
+
+    def __len__(self) -> int:
+        return len(self.lens)
+
+    def numbers(self) -> Iterable[int]:
+        return range(self.first, self.first + len(self.lens))
+
+    def items(self) -> list[bytes]:
+        return self.data.split(b"\n")[: len(self.lens)]
+
+    def split(self, k: int) -> tuple[Block, Block]:
+        cut = sum(self.lens[:k]) + k
+        return Run(self.first, self.data[:cut], self.lens[:k]), Run(self.first + k, self.data[cut:], self.lens[k:])
+
+    def pieces(self) -> list[bytes]:
+        return [self.data.replace(b"\n", b",\n")] if self.lens else []
 
 
 def open_source(source: Source) -> IO[bytes]:
@@ -40,16 +95,17 @@ def open_source(source: Source) -> IO[bytes]:
     head = raw.read(2)
     raw.seek(0)
     if head == GZIP_MAGIC or source.location.endswith(".gz"):
-        from isal import igzip
+        from isal import igzip_threaded
 
-        return igzip.IGzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+        # Inflated on a thread of its own (ISA-L lets go of the GIL): it runs beside the parsing, on another core.
+        return igzip_threaded.open(raw, "rb", threads=1)
     return raw
 
 
 def read_items(source: Source, field: str) -> Iterator[Item]:
     """(line number, JSON bytes) per item: `read_item_blocks`, an item at a time."""
-    for numbers, texts in read_item_blocks(source, field):
-        yield from zip(numbers, texts, strict=True)
+    for block in read_item_blocks(source, field):
+        yield from zip(block.numbers(), block.items(), strict=True)
 
 
 def read_item_blocks(source: Source, field: str) -> Iterator[Block]:
@@ -76,7 +132,7 @@ def read_item_blocks(source: Source, field: str) -> Iterator[Block]:
             if head.lstrip().startswith(b"["):
                 text = io.TextIOWrapper(fh, encoding="utf-8", newline="\n")
                 for line, item in _array_items(text, head.decode("utf-8"), number, where, field):
-                    yield [line], [item]
+                    yield Block([line], [item])
             else:
                 if not head.endswith(b"\n"):
                     head += fh.readline()
@@ -94,34 +150,55 @@ def _ndjson_items(head: bytes, number: int, fh: IO[bytes], where: str, field: st
     tail = head
     while True:
         block = fh.read(READ_BLOCK)
-        data = tail + block
         if block:
-            cut = data.rfind(b"\n") + 1
+            cut = block.rfind(b"\n") + 1
             if cut == 0:  # one line longer than a block: read on
-                tail = data
+                tail += block
                 continue
-            data, tail = data[:cut], data[cut:]
-        lines = data.split(b"\n")
-        if not lines[-1]:
-            lines.pop()  # after the last newline
-        yield _checked(lines, number, where, field)
-        number += len(lines)
+            data, tail = (tail + memoryview(block)[:cut] if tail else block[:cut]), block[cut:]
+        else:
+            data = tail
+        lines = data.count(b"\n") + (not data.endswith(b"\n"))
+        checked = _checked(data, lines, number, where, field)
+        if len(checked):
+            yield checked
+        number += lines
         if not block:
             return
 
 
-def _checked(lines: list[bytes], first: int, where: str, field: str) -> Block:
-    """The non-blank lines of a block, numbered from `first`, each checked to be one JSON object.
+def _checked(data: bytes, lines: int, first: int, where: str, field: str) -> Block:
+    """The non-blank lines of `data` (`lines` whole lines), numbered from `first`, each checked to be one JSON
+    object.
 
-    One pass with orjson over the block; only a block where it finds a fault is read again line by line,
-    for the exact error and its line (and for what only Python's json reads: integers past 64 bits)."""
-    texts = list(map(bytes.strip, lines))
-    if all(texts):  # no blank line (the common case): every call below runs in C
+    The common case in a few passes in C, building no object: msgspec checks the whole block as a stream of
+    JSON values (kept as raw spans, not decoded), and each newline in it lies between `}` and `{`. No JSON
+    value holds `}`, whitespace, `{` (after a `}` comes `,`, `]`, `}` or its end), nor a newline inside a
+    string: so no value spans two lines, and every line starts with `{` and ends with `}`, so it holds at
+    least one value: as many values as lines means each line is one JSON object, whole. Only a block where
+    that fails is read again line by line, for the exact error and its line (and for what only Python's
+    json takes: lone surrogates, say). Not UTF-8: the line by line reading says where."""
+    if data.startswith(b"{") and data.endswith((b"}\n", b"}")) and (data.isascii() or _utf8(data)):
         try:
-            if set(map(type, map(orjson.loads, texts))) <= {dict}:
-                return list(range(first, first + len(texts))), texts
-        except orjson.JSONDecodeError:
-            pass
+            spans = _RAW_LINES.decode_lines(data)
+        except msgspec.DecodeError:
+            spans = None
+        if spans is not None and len(spans) == lines and data.count(b"}\n{") == lines - 1:
+            if not data.endswith(b"\n"):
+                data += b"\n"
+            return Run(first, data, list(map(len, spans)))
+    return _checked_line_by_line(data.split(b"\n"), first, where, field)
+
+
+def _utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _checked_line_by_line(lines: list[bytes], first: int, where: str, field: str) -> Block:
     numbers, texts = [], []
     for i, line in enumerate(lines):
         stripped = line.strip()
@@ -133,11 +210,11 @@ def _checked(lines: list[bytes], first: int, where: str, field: str) -> Block:
             item = _strict_json(stripped, first + i, where, field)
         if type(item) is not dict:
             raise errors.INVALID_INPUT(
-                f"{field} {where!r} line {first + i}: an item must be a JSON object, not {_json_type(item)}"
+                f"{field} {where!r} line {first + i}: an item must be a JSON object, not {json_type(item)}"
             )
         numbers.append(first + i)
         texts.append(stripped)
-    return numbers, texts
+    return Block(numbers, texts)
 
 
 def _strict_json(line: bytes, number: int, where: str, field: str) -> Any:
@@ -149,89 +226,9 @@ def _strict_json(line: bytes, number: int, where: str, field: str) -> Any:
         raise errors.INVALID_INPUT(f"{field} {where!r} line {number}: not valid JSON ({e.msg})") from None
 
 
-def _json_type(value: Any) -> str:
-    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
-
-
 def _array_items(text: io.TextIOWrapper, head: str, line: int, where: str, field: str) -> Iterator[Item]:
     """Items of one JSON array, decoded incrementally (a block at a time), with the line each starts on."""
-    yield from _ArrayReader(text, head, line, where, field).items()
-
-
-class _ArrayReader:
-    """One JSON array read a block at a time: each item decoded whole, with the source line it starts on.
-
-    Hand-written rather than an incremental JSON library (ijson and the like): those do not tell on which
-    line of the source an item starts, and that line is part of the merged error report.
-
-    `buf[pos:]` is what is read and not yet consumed; `line` is the source line of `buf[pos]`.
-    """
-
-    def __init__(self, text: io.TextIOWrapper, head: str, line: int, where: str, field: str) -> None:
-        self.text, self.where, self.field = text, where, field
-        self.decoder = json.JSONDecoder()
-        self.buf, self.pos, self.eof = head, head.index("[") + 1, False
-        self.line = line
-
-    def items(self) -> Iterator[Item]:
-        expect_item, first = True, True
-        while True:
-            c = self._skip_ws()
-            if c == "":
-                raise self._bad("the JSON array is not closed")
-            if c == "]" and (first or not expect_item):
-                return
-            if not expect_item:
-                if c != ",":
-                    raise self._bad(f"expected ',' or ']' between items, found {c!r}")
-                self.pos += 1
-                expect_item = True
-                continue
-            item, end = self._decode()
-            if not isinstance(item, dict):
-                raise self._bad(f"an item must be a JSON object, not {_json_type(item)}")
-            raw = self.buf[self.pos : end]
-            yield self.line, json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode()
-            self.line += raw.count("\n")
-            self.pos = end
-            expect_item, first = False, False
-
-    def _more(self) -> bool:
-        """Read the next block after what is not yet consumed; False at the end of the source."""
-        block = self.text.read(READ_BLOCK)
-        if not block:
-            self.eof = True
-            return False
-        self.buf = self.buf[self.pos :] + block
-        self.pos = 0
-        return True
-
-    def _skip_ws(self) -> str:
-        """Skip whitespace (counting lines), reading on as needed: the next character, or "" at the end."""
-        while True:
-            while self.pos < len(self.buf) and self.buf[self.pos] in " \t\r\n":
-                if self.buf[self.pos] == "\n":
-                    self.line += 1
-                self.pos += 1
-            if self.pos < len(self.buf):
-                return self.buf[self.pos]
-            if not self._more():
-                return ""
-
-    def _decode(self) -> tuple[Any, int]:
-        """The JSON value at `pos` and where it ends, reading more blocks until it is whole."""
-        while True:
-            try:
-                item, end = self.decoder.raw_decode(self.buf, self.pos)
-                if end == len(self.buf) and not self.eof and not isinstance(item, (dict, list, str)):
-                    raise json.JSONDecodeError("number may continue", self.buf, self.pos)  # a number cut by the block
-                return item, end
-            except json.JSONDecodeError as e:
-                if self.eof or not self._more():
-                    raise self._bad(f"not valid JSON ({e.msg})") from None
-
-    def _bad(self, what: str) -> errors.ApplicationError:
-        return errors.INVALID_INPUT(f"{self.field} {self.where!r} line {self.line}: {what}")
+    yield from ArrayReader(text, head, line, where, field, READ_BLOCK).items()
 
 
 def load_requests_file(locations: Locations, url: str) -> tuple[list[Any], dict[str, Any] | None]:
@@ -278,17 +275,24 @@ def lines_name(index: int) -> str:
     return f"lines-{index:05d}.json"
 
 
-def write_staged_chunk(folder: Path, index: int, texts: list[bytes], lines: list[int], shared: Any) -> list[Path]:
-    """Chunk `index` (the create body, one item a line) and its lines, each written whole; their paths."""
-    body = b'{"requests":[\n' + b",\n".join(texts) + b"\n]"
+def write_staged_chunk(folder: Path, index: int, blocks: list[Block], shared: Any) -> list[Path]:
+    """Chunk `index` (the create body, one item a line) and its lines, each written whole; their paths.
+
+    The body goes out in pieces, as the blocks hold them (no copy of it whole); the lines by orjson."""
+    pieces = [piece for block in blocks for piece in block.pieces()]
+    last = pieces.pop()[:-2]  # no `,` and newline after the last item
+    tail = b"\n]"
     if shared is not None:
-        body += b',"shared":' + json.dumps(shared, separators=(",", ":")).encode()
+        tail += b',"shared":' + json.dumps(shared, separators=(",", ":")).encode()
+    body = (b'{"requests":[\n', *pieces, last, tail + b"}")
+    lines = orjson.dumps(list(chain.from_iterable(block.numbers() for block in blocks)))
     paths = [folder / chunk_name(index), folder / lines_name(index)]
-    for path, data in zip(paths, (body + b"}", json.dumps(lines, separators=(",", ":")).encode()), strict=True):
+    for path, data in zip(paths, (body, (lines,)), strict=True):
         part = PartFile(path)
         part.open(0)
         try:
-            part.write(data)
+            for piece in data:
+                part.write(piece)
             part.commit()
         finally:
             part.close()

@@ -76,6 +76,7 @@ async def one(n: int, slots: int, in_flight: int) -> None:
                         wall = time.monotonic() - t0
                     history = await handle.fetch_history()
                     await batch_timeline(env.client, f"bench-bulk-{n}", wall0, sim)
+                    parent_tail(history.events, wall0)
         scheduled = next(
             e
             for e in history.events
@@ -124,7 +125,24 @@ def _activity_times(events: list) -> dict[str, tuple[float, float]]:
     return out
 
 
-async def batch_timeline(client, parent_id: str, t0: float, sim: Simulator, first: int = 10) -> None:
+def parent_tail(events: list, t0: float) -> None:
+    """The bulk import's own steps (s from start): staged, each child's close seen, merged, closed."""
+    at = {name: (t0s - t0, t1 - t0) for name, (t0s, t1) in _activity_times(events).items()}
+    ends = [
+        e.event_time.ToMicroseconds() / 1e6 - t0
+        for e in events
+        if e.HasField("child_workflow_execution_completed_event_attributes")
+    ]
+    closed = events[-1].event_time.ToMicroseconds() / 1e6 - t0
+    merges = [v for k, v in at.items() if k.startswith("merge")]
+    print(
+        f"  parent: staged {at.get('stage_bulk_source', (0, 0))[1]:.1f}, last child closed {max(ends, default=0):.1f}, "
+        + ", ".join(f"{k} {a:.1f}-{b:.1f}" for k, (a, b) in at.items() if k.startswith("merge"))
+        + f", closed {closed:.1f}   (merges: {len(merges)})"
+    )
+
+
+async def batch_timeline(client, parent_id: str, t0: float, sim: Simulator, first: int = 1000) -> None:
     """Per batch, seconds from the bulk import's start: child started, slot granted, job created, job
     finished at Fullstory, end seen, child closed. The gaps between them are ours; the job's are Fullstory's."""
     print("  batch  started  granted  created  fs-done  seen  closed   (s from start; ours = closed - fs-done)")

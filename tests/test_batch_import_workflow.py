@@ -226,3 +226,20 @@ async def test_a_job_that_ends_between_two_checks_is_seen_within_a_tenth_of_its_
     assert seen - job.finished <= max(2.0, 0.1 * age) + 1.0, (seen - job.finished, age)  # + 1 s: scheduling
     assert all(b.at - a.at <= max(2.0, 0.1 * (b.at - job.created)) + 1.0 for a, b in itertools.pairwise(checks))
     assert len(checks) < 2 * 60  # logarithmic in the job's length, not one check every 2 s
+
+
+@pytest.mark.e2e  # simulated minutes on the time-skipping server
+async def test_a_job_of_the_expected_length_is_seen_just_after_it_ends(ts_env, sim, tmp_path):
+    """A bulk import tells each batch how long the earlier ones took (`expected_duration`): the wait checks
+    just after that too, so a job that took as long is seen at once, not up to a gap (10 % of its age) later."""
+    job_id = sim.add_batch_job(kind="users", duration=137, imports=3)
+    job = sim.batch.jobs[job_id]
+    async with running_worker(ts_env.client, sim.base_url, tmp_path) as tq:
+        inp = {"kind": "users", "job_id": job_id, "max_poll_interval": "PT6H", "expected_duration": 137}
+        result = await (await start(ts_env, tq, inp)).result()
+    assert result.status == "COMPLETED"
+    checks = [r for r in sim.requests if r.route == STATUS_ROUTE]
+    seen = next(r.at for r in checks if r.at >= job.finished)
+    ages = [round(r.at - job.created, 2) for r in checks]
+    assert seen - job.finished <= 0.25 + 1.0, ages  # EXPECTED_END_MARGIN + 1 s: scheduling
+    assert all(b.at - a.at <= max(2.0, 0.1 * (b.at - job.created)) + 1.0 for a, b in itertools.pairwise(checks))

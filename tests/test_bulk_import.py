@@ -202,6 +202,10 @@ async def test_120000_users_from_gzip_ndjson_in_3_batches(dev_env, sim, worker_f
     assert result.error_codes == {"invalid_field": 750, "required_field": 750}
     check_merged_errors(result, sim, 40_000)
     assert len(sim.batch.jobs_created) == 3 and set(sim.batch.jobs_created.values()) == {1}
+    # Each batch's records were merged as it ended; the final merge copied them.
+    merged = sorted(p.name for p in (Path(result.errors_location).parent / "merged").iterdir())
+    assert [name[:11] for name in merged] == ["batch-00000", "batch-00001", "batch-00002"], merged
+    assert all(name.endswith(".errors.ndjson") for name in merged)
 
 
 @pytest.mark.e2e

@@ -93,3 +93,72 @@ def test_ndjson_bytes_pass_through_and_errors_read_as_before(tmp_path: Path):
         with pytest.raises(ApplicationError) as info:
             list(read_items(Source(str(path)), "source"))
         assert info.value.message == f"source {str(path)!r}{'' if needle.startswith(':') else ' '}{needle}"
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        # A valid stream of JSON values whose lines are not: each line must be one object, whole.
+        (b'{"uid": "a"}\n{"a": [{}\n{}]}, {}\n', "line 2: not valid JSON"),
+        (b'{"uid": "a"}\n{"a": [{}\n{}]}\n', "line 2: not valid JSON"),
+        (b'{"uid": "a"} {"uid": "b"}\n{"uid": "c"}\n', "line 1: not valid JSON (Extra data)"),
+        (b'{"uid": "a",\n"x": 1}\n', "line 1: not valid JSON"),
+        (b'{"uid": "a"}\n{"uid": "b"}\n"text"\n', "line 3: an item must be a JSON object, not a string"),
+        (b'{"uid": "a"}\n{"uid": "b"}\n{"uid": "\xff"}\n', ": not UTF-8 text (invalid start byte)"),
+    ],
+    ids=["array-across-lines", "object-across-lines", "two-on-a-line", "split-object", "string", "not-utf8"],
+)
+def test_ndjson_lines_are_checked_one_by_one_whatever_the_block_holds(tmp_path: Path, content: bytes, needle: str):
+    """The fast check reads a whole block at once; its answer is the same as reading each line alone."""
+    path = tmp_path / "items.ndjson"
+    path.write_bytes(content)
+    with pytest.raises(ApplicationError) as info:
+        list(read_items(Source(str(path)), "source"))
+    assert info.value.message.startswith(f"source {str(path)!r}{'' if needle.startswith(':') else ' '}{needle}")
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
+def test_many_blocks_of_ndjson_keep_every_line_number_and_byte(tmp_path: Path, monkeypatch, compress: bool):
+    monkeypatch.setattr(request_items, "READ_BLOCK", 4096)
+    lines = [json.dumps({"uid": f"u{i}", "n": 10**30 + i}).encode() for i in range(3000)]
+    lines[1500] = b""  # a blank line in one block: that block is read line by line
+    lines[2200] = b'  {"uid": "spaced"}\r'
+    text = b"\n".join(lines)  # no newline after the last
+    path = tmp_path / ("items.ndjson.gz" if compress else "items.ndjson")
+    path.write_bytes(gzip.compress(text) if compress else text)
+    got = list(read_items(Source(str(path)), "source"))
+    want = [(i + 1, line.strip()) for i, line in enumerate(lines) if line]
+    assert got == want
+
+
+def test_a_staged_chunk_is_the_create_body_one_item_a_line(tmp_path: Path):
+    fast = request_items._checked(b'{"a": 1}\n{"b": 2}\n', 2, 10, "x", "source")
+    slow = request_items._checked(b'{"c": 3}\n\n {"d": 4}\n', 3, 12, "x", "source")
+    assert isinstance(fast, request_items.Run) and not isinstance(slow, request_items.Run)
+    head, rest = fast.split(1)
+    request_items.write_staged_chunk(tmp_path, 0, [head, rest, slow], {"s": 1})
+    body = (tmp_path / "chunk-00000.json").read_bytes()
+    assert body == b'{"requests":[\n{"a": 1},\n{"b": 2},\n{"c": 3},\n{"d": 4}\n],"shared":{"s":1}}'
+    assert json.loads((tmp_path / "lines-00000.json").read_bytes()) == [10, 11, 12, 14]
+    with (tmp_path / "chunk-00000.json").open("rb") as fh:
+        assert list(request_items.staged_items(fh)) == [b'{"a": 1}', b'{"b": 2}', b'{"c": 3}', b'{"d": 4}']
+
+
+def test_error_items_are_found_in_their_chunk_by_a_string_of_their_own(tmp_path: Path):
+    from activities.item_lines import canonical, find_lines
+
+    items = [{"uid": f"user-{i}", "plan": "pro", "n": i} for i in range(300)]
+    items.append(dict(items[7]))  # the same item twice: both lines, the first popped first
+    lines = [json.dumps(item).encode() for item in items]
+    lines[20] = b'{"n": 20, "plan": "pro", "uid": "user-20"}'  # any key order
+    request_items.write_staged_chunk(tmp_path, 0, [request_items.Block(list(range(5, 306)), lines)], None)
+    chunk = (tmp_path / "chunk-00000.json").read_bytes()
+    numbers = json.loads((tmp_path / "lines-00000.json").read_bytes())
+    wanted = {canonical(items[i]): items[i] for i in (0, 7, 20, 299)}
+    found = find_lines(chunk, numbers, wanted)
+    assert found == {canonical(items[0]): [5], canonical(items[7]): [305, 12], canonical(items[20]): [25],
+                     canonical(items[299]): [304]}  # fmt: skip
+    assert find_lines(chunk, numbers, {canonical({"uid": "nobody"}): {"uid": "nobody"}}) is None
+    assert find_lines(chunk, numbers, {canonical({"plan": "pro"}): {"plan": "pro"}}) is None  # in every line
+    escaped = b'{"uid": "\\u0075ser-0", "plan": "pro", "n": 0}'  # the same item, written otherwise
+    assert find_lines(b"{\n" + escaped + b"\n]}", [1], {canonical(items[0]): items[0]}) is None

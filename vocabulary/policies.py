@@ -73,6 +73,19 @@ def poll_delay_for_age(age: timedelta, cap: timedelta) -> timedelta:
     return min(cap, max(POLL_FIRST_GAP, age * POLL_ELAPSED_SHARE))
 
 
+# A job expected to take about `expected` (a bulk import's earlier batches at Fullstory) is also checked just
+# after that much of its age: its end is seen at once rather than up to a gap later.
+EXPECTED_END_MARGIN = timedelta(seconds=0.25)
+
+
+def poll_delay_expecting(age: timedelta, cap: timedelta, expected: timedelta | None) -> timedelta:
+    """`poll_delay_for_age`, or sooner: just after the job's expected length, when that comes first."""
+    gap = poll_delay_for_age(age, cap)
+    if expected is not None and age < expected:
+        return min(gap, expected - age + EXPECTED_END_MARGIN)
+    return gap
+
+
 def poll_retry(max_interval: timedelta) -> RetryPolicy:
     """Retry policy of a wait: `poll_delay`'s curve, the fallback to the activity's `next_retry_delay`."""
     return RetryPolicy(

@@ -102,6 +102,9 @@ class BatchImportInput(InputModel):
         default=timedelta(seconds=60),
         description="Longest wait between status checks when the server sends no Retry-After.",
     )
+    expected_duration: PositiveDuration | None = Field(
+        default=None, description="Set by a bulk import: how long its earlier batches took; checked then too."
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> BatchImportInput:
@@ -114,6 +117,9 @@ class BatchImportInput(InputModel):
         if self.shared is not None and (self.kind != "events" or self.job_id is not None):
             raise ValueError("shared is only allowed when creating an events batch")
         return self
+
+
+HIDDEN_FIELDS = frozenset({"expected_duration"})
 
 
 class BatchImportResult(ResultModel):
@@ -172,7 +178,10 @@ class BatchImportWorkflow(ProgressWorkflow):
             status = await self.step(
                 BatchActivities.wait_for_batch_job,
                 WaitForBatchJobParams(
-                    kind=args.kind, job_id=job_id, max_poll_seconds=args.max_poll_interval.total_seconds()
+                    kind=args.kind,
+                    job_id=job_id,
+                    max_poll_seconds=args.max_poll_interval.total_seconds(),
+                    expected_seconds=args.expected_duration.total_seconds() if args.expected_duration else None,
                 ),
                 deadline=deadline,
                 retry=poll_retry(args.max_poll_interval),

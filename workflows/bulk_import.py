@@ -16,17 +16,19 @@ continues as new with its counts, so the history stays bounded for any number of
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 from temporalio import workflow
-from temporalio.common import VersioningBehavior
+from temporalio.common import RetryPolicy, VersioningBehavior
 from temporalio.exceptions import ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from activities.bulk_import import (
         BulkActivities,
+        MergeBulkBatchParams,
         MergeBulkRecordsParams,
         MergedRecords,
         StageBulkSourceParams,
@@ -45,10 +47,21 @@ with workflow.unsafe.imports_passed_through():
     )
     from vocabulary.policies import HEARTBEAT_TIMEOUT, LONG_RETRY
     from vocabulary.slot_messages import HELD_SIGNAL
-    from vocabulary.texts import LIVE_STATUS_ROW, Row, at, code, location, plain, shorten, span
+    from vocabulary.texts import shorten
     from workflows.batch_job import BatchImportInput, BatchImportResult, BatchImportWorkflow
-    from workflows.steps import ProgressTracker, ProgressWorkflow, StepText, parse_input, remaining
+    from workflows.bulk_narration import BulkNarration, start_texts  # noqa: F401 (start_texts: the registry)
+    from workflows.steps import ProgressWorkflow, StepText, parse_input, remaining
 
+# 2026-12: each batch's records are merged (with batch and line) as it ends, while the others run; the
+# final merge then copies them (before: all of them at the end, ~0.2 s a batch after the last one ended).
+MERGE_AS_BATCHES_END_PATCH = "bulk-merge-as-batches-end"
+# 2026-12: a batch is told how long the earlier ones took at Fullstory (its wait checks just after that).
+EXPECTED_DURATION_PATCH = "bulk-expected-duration"
+DURATIONS_KEPT = 10
+BATCH_MERGE_TIMEOUT = timedelta(minutes=30)
+BATCH_MERGE_RETRY = RetryPolicy(  # a batch merge that fails is done again by the final merge
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=2), maximum_attempts=3
+)
 BATCHES_PER_RUN = 200  # children per run before continue-as-new (about 1,000 history events)
 STAGE_TIMEOUT = timedelta(hours=6)  # one attempt at streaming the whole source
 MERGE_TIMEOUT = timedelta(hours=6)
@@ -70,6 +83,7 @@ class BulkProgress(BaseModel):
     error_codes: dict[str, int] = Field(default_factory=dict)
     records_collected: int = 0
     runs: int = 1
+    durations: list[float] = Field(default_factory=list)  # the last batches' jobs at Fullstory, seconds
 
 
 class BulkImportInput(InputModel):
@@ -143,6 +157,7 @@ class BulkImportWorkflow(ProgressWorkflow):
         super().__init__()
         self.holding: set[str] = set()  # children (workflow ids) that told us they hold an org batch slot
         self.slots_changed = False
+        self.merging: list[asyncio.Future[Any]] = []  # batch merges started as their batches ended
 
     @workflow.signal(name=HELD_SIGNAL)
     def batch_slot_held(self, child_id: str) -> None:
@@ -154,11 +169,13 @@ class BulkImportWorkflow(ProgressWorkflow):
         args = parse_input(BulkImportInput, input)
         me = workflow.info().workflow_id
         state = args.progress_so_far or BulkProgress(deadline=workflow.now() + args.timeout)
-        say = BulkNarration(self._tracker, args, state)
+        say = BulkNarration(self._tracker, args, state, BATCHES_PER_RUN)
         if state.staged is None:
             state.staged = await self.stage(args, state, say, me)
         staged = state.staged
         await self.run_children(args, staged, state, say, me)
+        if self.merging:  # done before the final merge (which would do them again) or a new run
+            await asyncio.gather(*self.merging, return_exceptions=True)
         if state.next_batch < staged.batches:
             say.continuing()
             workflow.continue_as_new(
@@ -221,8 +238,35 @@ class BulkImportWorkflow(ProgressWorkflow):
             self.slots_changed = False
             for index in [i for i, handle in running.items() if handle.done()]:
                 self.holding.discard(child_workflow_id(me, index))
-                self.count(state, running.pop(index))
+                result = self.count(state, running.pop(index))
+                if result is not None and (result.errors_location or result.imports_location):
+                    self.merge_as_it_ends(args, staged, index, result)
             say.running(len(running), self.held(running, me))
+
+    def merge_as_it_ends(self, args: BulkImportInput, staged: StagedSource, index: int, result: Any) -> None:
+        """Batch `index`'s records, with batch and line, merged now (not awaited here) rather than at the end."""
+        if not workflow.patched(MERGE_AS_BATCHES_END_PATCH):
+            return
+        params = MergeBulkBatchParams(
+            kind=args.kind,
+            index=index,
+            job_id=result.job_id,
+            errors_location=result.errors_location,
+            imports_location=result.imports_location,
+            chunks_location=staged.chunks_location,
+            destination=args.destination,
+            name=workflow.info().workflow_id,
+        )
+        self.merging.append(
+            workflow.start_activity_method(
+                BulkActivities.merge_bulk_batch,
+                params,
+                summary=f"Merge the records of batch {index + 1:,} (with batch and line) as it ended",
+                start_to_close_timeout=BATCH_MERGE_TIMEOUT,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                retry_policy=BATCH_MERGE_RETRY,
+            )
+        )
 
     def held(self, running: dict[int, Any], me: str) -> int:
         """How many of the running children hold an org batch slot (the others wait for one)."""
@@ -252,7 +296,11 @@ class BulkImportWorkflow(ProgressWorkflow):
         )
 
     def child_input(self, args: BulkImportInput, staged: StagedSource, state: BulkProgress, index: int) -> Any:
+        expected = None
+        if state.durations and workflow.patched(EXPECTED_DURATION_PATCH):
+            expected = timedelta(seconds=sorted(state.durations)[len(state.durations) // 2])  # the median
         return BatchImportInput(
+            expected_duration=expected,
             kind=args.kind,
             requests_url=f"{staged.chunks_location}/{chunk_name(index)}",
             destination=staged.batches_destination,
@@ -260,14 +308,17 @@ class BulkImportWorkflow(ProgressWorkflow):
             timeout=remaining(state.deadline),
         )
 
-    def count(self, state: BulkProgress, handle: workflow.ChildWorkflowHandle[Any, BatchImportResult]) -> None:
+    def count(
+        self, state: BulkProgress, handle: workflow.ChildWorkflowHandle[Any, BatchImportResult]
+    ) -> BatchImportResult | None:
+        """A finished batch in the counts; its result (None when its workflow failed)."""
         try:
             result = handle.result()
         except ChildWorkflowError as e:
             state.done += 1
             state.failed += 1
             workflow.logger.warning("batch %s failed: %s", handle.id, getattr(e.cause, "message", e))
-            return
+            return None
         state.done += 1
         if result.status != "COMPLETED":
             state.failed += 1
@@ -276,6 +327,9 @@ class BulkImportWorkflow(ProgressWorkflow):
         for c, n in result.error_codes.items():
             state.error_codes[c] = state.error_codes.get(c, 0) + n
         state.records_collected += result.records_collected
+        if result.created is not None and result.finished is not None and result.finished > result.created:
+            state.durations = [*state.durations, (result.finished - result.created).total_seconds()][-DURATIONS_KEPT:]
+        return result
 
 
 def outcome(
@@ -297,100 +351,3 @@ def outcome(
         batches_location=merged.batches_location,
         records_collected=merged.errors + merged.imports,
     )
-
-
-# --- What the UI says ----------------------------------------------------------------------------
-
-
-class BulkNarration:
-    def __init__(self, tracker: ProgressTracker, args: BulkImportInput, state: BulkProgress) -> None:
-        self.track, self.args, self.state = tracker.set, args, state
-        self.deadline_row: Row = ("Deadline", at(state.deadline))
-
-    def staging(self) -> None:
-        self.track(
-            "staging",
-            f"Staging the {self.args.kind} in {location(self.args.source)} in chunks of {self.args.batch_size:,}",
-            [
-                ("How", "the source is read once, every item checked; no batch is created before it all is"),
-                ("Chunks to", location(self.args.destination)),
-                self.deadline_row,
-            ],
-        )
-
-    def stage_step(self) -> StepText:
-        return StepText(
-            f"Stage {self.args.source} in chunks of {self.args.batch_size:,} (items so far: the heartbeat)",
-            f"staging {self.args.source} did not finish in time",
-        )
-
-    def running(self, in_flight: int, holding: int) -> None:
-        s, staged = self.state, self.state.staged
-        assert staged is not None
-        finished = s.done
-        top = sorted(s.error_codes.items(), key=lambda kv: -kv[1])[:5]
-        waiting = in_flight - holding
-        self.track(
-            "running",
-            f"Bulk {self.args.kind} import: {finished:,} of {staged.batches:,} batches finished, "
-            f"{holding} running at Fullstory, {waiting} waiting for a batch slot",
-            [
-                ("Staged", f"{staged.batches:,} batches, {staged.items:,} items"),
-                ("Running at Fullstory", f"{holding} (each holds an org batch slot)"),
-                (
-                    "Waiting for a slot",
-                    f"{waiting} (FULLSTORY_MAX_BATCHES_IN_PROGRESS, shared by every import of this API key)",
-                ),
-                ("Started", f"{in_flight} at once at most {self.args.max_in_flight} (max_in_flight)"),
-                ("Finished", f"{s.done:,} ({s.failed:,} with failed items or failed)"),
-                ("Items so far", f"{s.imports:,} imported, {s.errors:,} failed"),
-                ("Error codes", ", ".join(f"{code(c, 40)} × {n:,}" for c, n in top)),
-                ("Waiting for", "the next batch to finish" if in_flight else "nothing"),
-                ("Run", f"{s.runs} (continues as new every {BATCHES_PER_RUN} batches)"),
-                self.deadline_row,
-            ],
-            records=s.imports + s.errors,
-            percent=round(100.0 * finished / max(staged.batches, 1), 1),
-            holding_slot=holding,
-            waiting_for_slot=waiting,
-        )
-
-    def continuing(self) -> None:
-        self.track("continuing", "Continuing as new with the counts so far (keeps history bounded)")
-
-    def merging(self) -> None:
-        self.track(
-            "merging",
-            "Merging every batch's error records into one NDJSON (each with its batch and source line)",
-            [("To", location(self.args.destination))],
-        )
-
-    def done(self, result: BulkImportResult) -> None:
-        self.track(
-            "done",
-            f"Done: bulk {self.args.kind} import {result.status}: {result.batches:,} batches, "
-            f"{result.imports:,} imported, {result.errors:,} failed",
-            [
-                ("Errors at", code(result.errors_location, 120) if result.errors_location else ""),
-                ("Batches at", code(result.batches_location, 120) if result.batches_location else ""),
-                ("Imports at", code(result.imports_location, 120) if result.imports_location else ""),
-            ],
-            records=result.records_collected,
-            percent=100.0,
-            status=result.status,
-        )
-
-
-def start_texts(args: BulkImportInput) -> tuple[str, str, list[Row]]:
-    kind = args.kind.capitalize()
-    rows: list[Row] = [
-        ("Source", location(args.source)),
-        ("Batches", f"{args.batch_size:,} items each, at most {args.max_in_flight} in progress"),
-        ("Shared", f"{len(args.shared)} field(s) sent with every batch (values not shown)" if args.shared else ""),
-        ("Reports to", f"{location(args.destination)}: errors.ndjson (with batch and line), batches.ndjson"),
-        ("Deadline", f"{span(args.timeout)} after start"),
-        ("Steps", "stage the source in chunks → one child batch import per chunk → merge the error records"),
-        LIVE_STATUS_ROW,
-    ]
-    src = shorten(plain(location(args.source, 200)), 80)
-    return f"{kind} bulk import from {src}", f"{kind} bulk import", rows

@@ -74,6 +74,7 @@ JOBS: tuple[Job, ...] = (
         batch_job.workflow_id_for,
         batch_job.start_texts,
         (BatchActivities, BatchSlotActivities, LocationActivities),
+        hidden_fields=batch_job.HIDDEN_FIELDS,
     ),
     Job(
         bulk_import.BulkImportWorkflow,
