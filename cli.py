@@ -77,7 +77,7 @@ from infra.worker_host import exit_now, serve, services
 from vocabulary.contract import PositiveDuration, describe_validation_error
 from vocabulary.placeholders import fields_with_placeholders, fill_placeholders, unscheduled_message
 from wiring import allowed_locations, run_workers
-from workflows.batch_job import BatchImportInput
+from workflows.batch_job_input import BatchImportInput
 from workflows.registry import BY_COMMAND, Job, start_texts
 
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from common import API_KEY, PeakRss, Simulator, dev_server, mib, run, worker_process
-from workflows.batch_job import BatchImportResult, batch_workflow_id
+from workflows.batch_job_input import BatchImportResult, batch_workflow_id
 
 
 async def main() -> None:

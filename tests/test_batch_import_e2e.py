@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from helpers import wait_until
-from workflows.batch_job import BatchImportResult, batch_workflow_id
+from workflows.batch_job_input import BatchImportResult, batch_workflow_id
 
 pytestmark = pytest.mark.e2e
 

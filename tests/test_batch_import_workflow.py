@@ -16,7 +16,7 @@ from temporalio.exceptions import ApplicationError
 
 from helpers import TemporalClock, activities_scheduled, running_worker, server_time
 from vocabulary.contract import idempotency_key
-from workflows.batch_job import BatchImportResult, batch_workflow_id
+from workflows.batch_job_input import BatchImportResult, batch_workflow_id
 
 STATUS_ROUTE = "/v2/{kind}/batch/{job_id}"
 ERRORS_ROUTE = "/v2/{kind}/batch/{job_id}/errors"

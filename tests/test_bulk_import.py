@@ -26,7 +26,7 @@ from temporalio.exceptions import ApplicationError
 from activities.locations import Source
 from activities.request_items import read_items
 from helpers import REPO, TemporalClock, running_worker, wait_until
-from workflows.batch_job import BatchImportResult
+from workflows.batch_job_input import BatchImportResult
 from workflows.bulk_import import BulkImportResult
 
 

@@ -15,7 +15,7 @@ import pytest
 from cli import MAX_INLINE_INPUT, UsageError, build_input, make_parser, stage_big_requests
 from helpers import WorkerProcess
 from infra.settings import Settings
-from workflows.batch_job import BatchImportInput
+from workflows.batch_job_input import BatchImportInput
 from workflows.registry import BY_COMMAND
 from workflows.segment_export import SegmentExportInput
 

@@ -27,7 +27,7 @@ from activities.legacy_export import file_sha256
 from activities.operations import Operation
 from helpers import API_KEY, DevServer, WorkerProcess, wait_until, worker_env
 from infra.data_converter import DATA_CONVERTER
-from workflows.batch_job import BatchImportResult, batch_workflow_id
+from workflows.batch_job_input import BatchImportResult, batch_workflow_id
 from workflows.data_export_sync import DataExportSyncResult
 from workflows.operation import operation_workflow_id
 from workflows.segment_export import SegmentExportResult, segment_export_workflow_id

@@ -23,7 +23,7 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 
 from activities.legacy_export import file_sha256
 from helpers import WorkerProcess, stop_process
-from workflows.batch_job import BatchImportResult, batch_workflow_id
+from workflows.batch_job_input import BatchImportResult, batch_workflow_id
 from workflows.segment_export import SegmentExportResult, segment_export_workflow_id
 
 pytestmark = pytest.mark.e2e

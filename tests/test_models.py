@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from vocabulary.contract import describe_validation_error, idempotency_key
-from workflows.batch_job import BatchImportInput, batch_workflow_id
+from workflows.batch_job_input import BatchImportInput, batch_workflow_id
 
 GOOD_REQ = [{"name": "e", "user": {"uid": "u1"}}]
 

@@ -14,7 +14,7 @@ import pytest
 
 from activities.metrics import endpoint_of
 from helpers import API_KEY, free_port
-from workflows.batch_job import BatchImportResult, batch_workflow_id
+from workflows.batch_job_input import BatchImportResult, batch_workflow_id
 from workflows.data_export_sync import DataExportSyncResult
 from workflows.segment_export import SegmentExportResult, segment_export_workflow_id
 

@@ -12,7 +12,7 @@ import pytest_asyncio
 from temporalio.client import WorkflowFailureError
 
 from helpers import TemporalClock, running_worker
-from workflows.batch_job import BatchImportResult
+from workflows.batch_job_input import BatchImportResult
 from workflows.segment_export import SegmentExportResult
 
 

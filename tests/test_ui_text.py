@@ -17,7 +17,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from helpers import TemporalClock, running_worker
 from infra.data_converter import DATA_CONVERTER, BenignWithoutStackTrace
 from vocabulary.texts import at, bar, current_details, location, one_line, size, span
-from workflows.batch_job import BatchImportInput
+from workflows.batch_job_input import BatchImportInput
 from workflows.registry import start_texts
 from workflows.segment_export import SegmentExportInput
 

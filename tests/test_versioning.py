@@ -32,7 +32,7 @@ from temporalio.workflow import _Definition
 from helpers import WorkerProcess
 from infra.settings import Settings
 from infra.versioning import deployment_config, workflow_code_hash
-from workflows.batch_job import BatchImportResult, batch_workflow_id
+from workflows.batch_job_input import BatchImportResult, batch_workflow_id
 from workflows.registry import JOBS, WORKFLOWS
 
 PINNED = VersioningBehaviorProto.VERSIONING_BEHAVIOR_PINNED

@@ -28,6 +28,7 @@ from activities.table_load import TableLoadActivities
 from vocabulary.texts import MAX_SUMMARY, Row, current_details, escape, shorten
 from workflows import (
     batch_job,
+    batch_job_input,
     bulk_import,
     data_export_input,
     data_export_sync,
@@ -69,12 +70,12 @@ JOBS: tuple[Job, ...] = (
         batch_job.BatchImportWorkflow,
         "batch-import",
         "Batch import",
-        batch_job.BatchImportInput,
-        batch_job.BatchImportResult,
-        batch_job.workflow_id_for,
-        batch_job.start_texts,
+        batch_job_input.BatchImportInput,
+        batch_job_input.BatchImportResult,
+        batch_job_input.workflow_id_for,
+        batch_job_input.start_texts,
         (BatchActivities, BatchSlotActivities, LocationActivities),
-        hidden_fields=batch_job.HIDDEN_FIELDS,
+        hidden_fields=batch_job_input.HIDDEN_FIELDS,
     ),
     Job(
         bulk_import.BulkImportWorkflow,
