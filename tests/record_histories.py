@@ -177,6 +177,42 @@ async def record_download_tokens(env: WorkflowEnvironment, sim: Simulator, data:
     return histories
 
 
+async def record_slot_patches(env: WorkflowEnvironment, sim: Simulator, data: Path) -> Histories:
+    """The paths behind the 2026-12 patches of the org batch limit: a bulk import of 6 batches started
+    together with 6 slots free. Each child tells its parent it holds a slot (`batch-slot-held`), and the
+    slots workflow grants the requests that reach it while it signals other grants at once (`grant-at-once`)."""
+    from vocabulary.slot_messages import key_fingerprint, slots_workflow_id
+
+    source = data / "bulk-users-at-once.ndjson"
+    source.write_text("".join(f'{{"uid": "u{i}"}}\n' for i in range(12)))
+    sim.batch_defaults.clear()
+    sim.batch_defaults.update(duration=60, errors=0)
+    name = "bulk_import_slots_held"
+    async with running_worker(env.client, sim.base_url, data, fullstory_max_batches_in_progress=6) as tq:
+        handle = await env.client.start_workflow(
+            "BulkImportWorkflow",
+            {"kind": "users", "source": str(source), "batch_size": 2, "max_in_flight": 6},
+            id=name,
+            task_queue=tq,
+        )
+        await handle.result()
+        histories = {name: await handle.fetch_history()}
+        child = env.client.get_workflow_handle(f"{name}-batch-00000")
+        histories["batch_import_tells_parent"] = await child.fetch_history()
+        slots = env.client.get_workflow_handle(slots_workflow_id(tq, key_fingerprint(f"Basic {API_KEY}")))
+        await slots.result()  # idle once the last batch released its slot: it ends
+        histories["batch_slots_grant_at_once"] = await slots.fetch_history()
+    return histories
+
+
+async def record_unscheduled_placeholder(env: WorkflowEnvironment, sim: Simulator, data: Path) -> Histories:
+    """A bulk import not started by a schedule whose source holds `{date}`: InvalidInput at once
+    (the path of patch `unscheduled-placeholders`; before it, the run looked for the file so named)."""
+    name = "bulk_import_unscheduled_placeholder"
+    inp = {"kind": "users", "source": str(data / "users-{date}.ndjson")}
+    return {name: await record(env, sim, name, "BulkImportWorkflow", inp, data, workflow_id=name)}
+
+
 class Recorder(NamedTuple):
     """`record` returns the histories `names`; each run gets a fresh time-skipping server and simulator.
     `takes`: a history's name -> the patch whose new path it is recorded for (no file is written without it)."""
@@ -203,6 +239,17 @@ RECORDERS = [
     ),
     Recorder(("bulk_import_completed", "batch_import_with_slot", "batch_slots_idle_end"), record_bulk_import),
     Recorder(("data_export_sync_download_tokens", "download_tokens_idle_end"), record_download_tokens),
+    Recorder(
+        ("bulk_import_slots_held", "batch_import_tells_parent", "batch_slots_grant_at_once"),
+        record_slot_patches,
+        # Import-free copies of workflows/org_batch_limit.py's TELL_PARENT_PATCH and GRANT_AT_ONCE_PATCH.
+        {"batch_import_tells_parent": "batch-slot-held", "batch_slots_grant_at_once": "grant-at-once"},
+    ),
+    Recorder(
+        ("bulk_import_unscheduled_placeholder",),
+        record_unscheduled_placeholder,
+        {"bulk_import_unscheduled_placeholder": "unscheduled-placeholders"},  # workflows/steps.py
+    ),
 ]
 NAMES = [name for r in RECORDERS for name in r.names]
 
