@@ -67,35 +67,25 @@ async def record(
 async def record_single_workflows(env: WorkflowEnvironment, sim: Simulator, data: Path) -> Histories:
     """One run of each workflow, one after another on the same simulator (each sets what the next finds)."""
     histories: Histories = {}
+
+    async def rec(name: str, workflow: str, inp: dict, workflow_id: str = "") -> None:
+        histories[name] = await record(env, sim, name, workflow, inp, data, workflow_id)
+
     job = sim.add_batch_job(kind="events", duration=300, imports=10, errors=7, page_size=3)
-    histories["batch_import_watch_failed"] = await record(
-        env,
-        sim,
-        "batch_import_watch_failed",
-        "BatchImportWorkflow",
-        {"kind": "events", "job_id": job, "collect_imports": True},
-        data,
+    await rec(
+        "batch_import_watch_failed", "BatchImportWorkflow", {"kind": "events", "job_id": job, "collect_imports": True}
     )
     sim.batch_defaults.update(duration=60, errors=0)
-    histories["batch_import_create_completed"] = await record(
-        env,
-        sim,
+    await rec(
         "batch_import_create_completed",
         "BatchImportWorkflow",
         {"kind": "users", "requests": [{"uid": f"u{i}"} for i in range(5)]},
-        data,
     )
-    histories["batch_import_not_found"] = await record(
-        env, sim, "batch_import_not_found", "BatchImportWorkflow", {"kind": "users", "job_id": "missing="}, data
-    )
+    await rec("batch_import_not_found", "BatchImportWorkflow", {"kind": "users", "job_id": "missing="})
     op = sim.add_operation(duration=0, size=4096)
-    histories["operation_completed"] = await record(
-        env, sim, "operation_completed", "OperationWorkflow", {"operation_id": op}, data
-    )
+    await rec("operation_completed", "OperationWorkflow", {"operation_id": op})
     sim.export_defaults.update(duration=0, size=8192)
-    histories["segment_export_create"] = await record(
-        env,
-        sim,
+    await rec(
         "segment_export_create",
         "SegmentExportWorkflow",
         {
@@ -103,51 +93,57 @@ async def record_single_workflows(env: WorkflowEnvironment, sim: Simulator, data
             "time_range": {"start": "2026-11-01T00:00:00Z", "end": "2026-11-02T00:00:00Z"},
             "destination": str(data / "exports"),
         },
-        data,
     )
     failed = sim.add_operation(duration=0, final_state="FAILED", error_details="too big")
-    histories["segment_export_failed"] = await record(
-        env, sim, "segment_export_failed", "SegmentExportWorkflow", {"operation_id": failed}, data
-    )
+    await rec("segment_export_failed", "SegmentExportWorkflow", {"operation_id": failed})
     sim.add_bundles(5, size=2048, start=1_700_000_000, span=600)
-    histories["data_export_sync_continue_as_new"] = await record(
-        env,
-        sim,
+    await rec(
         "data_export_sync_continue_as_new",
         "DataExportSyncWorkflow",
         {"start": 1_700_000_000, "bundles_per_run": 3, "destination": str(data / "bundles")},
-        data,
     )
     sim.export_defaults.update(duration=60, size=8192)
     for name in ("segment_export_sync_continue_as_new", "segment_export_sync_window_failed"):
         sim.fail_windows = [SEGMENT_SYNC_FAILING_WINDOW] if name.endswith("failed") else []
-        histories[name] = await record(env, sim, name, *SEGMENT_SYNC, data, workflow_id=name)
+        await rec(name, *SEGMENT_SYNC, workflow_id=name)
+    return histories
+
+
+async def record_bulk_run(
+    env: WorkflowEnvironment,
+    sim: Simulator,
+    data: Path,
+    names: tuple[str, str, str],
+    users: int,
+    batch_size: int,
+    max_in_flight: int,
+    **settings: object,
+) -> Histories:
+    """A bulk import of `users` users from a file (`settings`: the worker's fullstory_* ones), recorded as
+    `names`: the bulk import, its first batch, and the slots workflow (its last run, once it ended idle)."""
+    from vocabulary.slot_messages import key_fingerprint, slots_workflow_id
+
+    name, first_batch, slots_name = names
+    source = data / f"{name}.ndjson"
+    source.write_text("".join(f'{{"uid": "u{i}"}}\n' for i in range(users)))
+    inp = {"kind": "users", "source": str(source), "batch_size": batch_size, "max_in_flight": max_in_flight}
+    async with running_worker(env.client, sim.base_url, data, API_KEY, **settings) as tq:
+        handle = await env.client.start_workflow("BulkImportWorkflow", inp, id=name, task_queue=tq)
+        await handle.result()
+        histories = {name: await handle.fetch_history()}
+        histories[first_batch] = await env.client.get_workflow_handle(f"{name}-batch-00000").fetch_history()
+        slots = env.client.get_workflow_handle(slots_workflow_id(tq, key_fingerprint(f"Basic {API_KEY}")))
+        await slots.result()  # idle once the last batch released its slot: it ends
+        histories[slots_name] = await slots.fetch_history()
     return histories
 
 
 async def record_bulk_import(env: WorkflowEnvironment, sim: Simulator, data: Path) -> Histories:
     """A bulk import of 7 users in 3 batches (children hold batch slots), and the slots workflow it used."""
-    from vocabulary.slot_messages import key_fingerprint, slots_workflow_id
-
-    source = data / "bulk-users.ndjson"
-    source.write_text("".join(f'{{"uid": "u{i}"}}\n' for i in range(7)))
     sim.batch_defaults.clear()
     sim.batch_defaults.update(duration=60, errors=1)
-    name = "bulk_import_completed"
-    async with running_worker(env.client, sim.base_url, data) as tq:
-        handle = await env.client.start_workflow(
-            "BulkImportWorkflow",
-            {"kind": "users", "source": str(source), "batch_size": 3, "max_in_flight": 2},
-            id=name,
-            task_queue=tq,
-        )
-        await handle.result()
-        histories = {name: await handle.fetch_history()}
-        child = env.client.get_workflow_handle(f"{name}-batch-00000")
-        histories["batch_import_with_slot"] = await child.fetch_history()
-        slots = env.client.get_workflow_handle(slots_workflow_id(tq, key_fingerprint(f"Basic {API_KEY}")))
-        histories["batch_slots_idle_end"] = await slots.fetch_history()
-    return histories
+    names = ("bulk_import_completed", "batch_import_with_slot", "batch_slots_idle_end")
+    return await record_bulk_run(env, sim, data, names, 7, batch_size=3, max_in_flight=2)
 
 
 async def record_download_tokens(env: WorkflowEnvironment, sim: Simulator, data: Path) -> Histories:
@@ -181,28 +177,12 @@ async def record_slot_patches(env: WorkflowEnvironment, sim: Simulator, data: Pa
     """The paths behind the 2026-12 patches of the org batch limit: a bulk import of 6 batches started
     together with 6 slots free. Each child tells its parent it holds a slot (`batch-slot-held`), and the
     slots workflow grants the requests that reach it while it signals other grants at once (`grant-at-once`)."""
-    from vocabulary.slot_messages import key_fingerprint, slots_workflow_id
-
-    source = data / "bulk-users-at-once.ndjson"
-    source.write_text("".join(f'{{"uid": "u{i}"}}\n' for i in range(12)))
     sim.batch_defaults.clear()
     sim.batch_defaults.update(duration=60, errors=0)
-    name = "bulk_import_slots_held"
-    async with running_worker(env.client, sim.base_url, data, fullstory_max_batches_in_progress=6) as tq:
-        handle = await env.client.start_workflow(
-            "BulkImportWorkflow",
-            {"kind": "users", "source": str(source), "batch_size": 2, "max_in_flight": 6},
-            id=name,
-            task_queue=tq,
-        )
-        await handle.result()
-        histories = {name: await handle.fetch_history()}
-        child = env.client.get_workflow_handle(f"{name}-batch-00000")
-        histories["batch_import_tells_parent"] = await child.fetch_history()
-        slots = env.client.get_workflow_handle(slots_workflow_id(tq, key_fingerprint(f"Basic {API_KEY}")))
-        await slots.result()  # idle once the last batch released its slot: it ends
-        histories["batch_slots_grant_at_once"] = await slots.fetch_history()
-    return histories
+    names = ("bulk_import_slots_held", "batch_import_tells_parent", "batch_slots_grant_at_once")
+    return await record_bulk_run(
+        env, sim, data, names, 12, batch_size=2, max_in_flight=6, fullstory_max_batches_in_progress=6
+    )
 
 
 async def record_unscheduled_placeholder(env: WorkflowEnvironment, sim: Simulator, data: Path) -> Histories:
