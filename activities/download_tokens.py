@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from temporalio import activity
 
+from activities.signal_with_start import signal_with_start_per_key
 from vocabulary.token_messages import (
     REQUEST_SIGNAL,
     TOKENS_WORKFLOW,
@@ -39,8 +40,6 @@ class DownloadTokenActivities:
     @activity.defn(name="request_download_token")
     async def request_download_token(self, params: RequestTokenParams) -> str:
         """Signal-with-start `request_token`; returns the bucket's workflow id."""
-        task_queue = activity.info().task_queue
-        tokens_id = tokens_workflow_id(task_queue, self.client.key_fingerprint)
         request = TokenRequest(
             holder=params.holder,
             run_id=params.run_id,
@@ -48,13 +47,12 @@ class DownloadTokenActivities:
             per_minute=self.per_minute,
             burst=self.burst,
         )
-        await activity.client().start_workflow(
+        return await signal_with_start_per_key(
             TOKENS_WORKFLOW,
+            tokens_workflow_id,
+            self.client.key_fingerprint,
             DownloadTokensInput(per_minute=self.per_minute, burst=self.burst),
-            id=tokens_id,
-            task_queue=task_queue,
-            start_signal=REQUEST_SIGNAL,
-            start_signal_args=[request],
-            static_summary=tokens_summary(self.per_minute),
+            REQUEST_SIGNAL,
+            request,
+            tokens_summary(self.per_minute),
         )
-        return tokens_id

@@ -20,6 +20,7 @@ from temporalio import activity
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.signal_with_start import signal_with_start_per_key
 from vocabulary.slot_messages import (
     ACQUIRE_SIGNAL,
     SLOTS_WORKFLOW,
@@ -45,9 +46,6 @@ class BatchSlotActivities:
     @activity.defn(name="request_batch_slot")
     async def request_batch_slot(self, params: RequestSlotParams) -> str:
         """Signal-with-start `acquire`; returns the slots workflow's id (the holder releases there)."""
-        task_queue = activity.info().task_queue
-        slots_id = slots_workflow_id(task_queue, self.client.key_fingerprint)
-        first = BatchSlotsInput(limit=self.limit, reclaim_seconds=self.reclaim_seconds)
         request = SlotRequest(
             holder=params.holder,
             run_id=params.run_id,
@@ -55,16 +53,15 @@ class BatchSlotActivities:
             limit=self.limit,
             reclaim_seconds=self.reclaim_seconds,
         )
-        await activity.client().start_workflow(
+        return await signal_with_start_per_key(
             SLOTS_WORKFLOW,
-            first,
-            id=slots_id,
-            task_queue=task_queue,
-            start_signal=ACQUIRE_SIGNAL,
-            start_signal_args=[request],
-            static_summary=slots_summary(self.limit),
+            slots_workflow_id,
+            self.client.key_fingerprint,
+            BatchSlotsInput(limit=self.limit, reclaim_seconds=self.reclaim_seconds),
+            ACQUIRE_SIGNAL,
+            request,
+            slots_summary(self.limit),
         )
-        return slots_id
 
     @activity.defn(name="check_slot_holders")
     async def check_slot_holders(self, params: CheckHoldersParams) -> list[str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -18,7 +19,8 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-from temporalio.client import Client
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 
 from activities.fullstory_client import FullstoryClient
@@ -91,6 +93,17 @@ class TemporalClock:
         fut = asyncio.run_coroutine_threadsafe(self.env.get_current_time(), self.loop)
         self.last = fut.result(timeout=10).timestamp()
         return self.last
+
+
+def patch_ids(history: WorkflowHistory) -> set[str]:
+    """The ids of the `workflow.patched` markers in a history: the patched paths its run took."""
+    ids = set()
+    for e in history.events:
+        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
+            data = e.marker_recorded_event_attributes.details.get("patch-data")
+            if data is not None and data.payloads:
+                ids.add(json.loads(data.payloads[0].data)["id"])
+    return ids
 
 
 async def server_time(env: WorkflowEnvironment) -> float:

@@ -8,6 +8,7 @@ against a history recorded with the patch in place.
 
 from __future__ import annotations
 
+import importlib
 import json
 import uuid
 from datetime import timedelta
@@ -22,6 +23,7 @@ from temporalio.worker import Replayer, UnsandboxedWorkflowRunner, Worker
 from temporalio.workflow import NondeterminismError
 
 from activities.batch_job import BatchActivities, BatchJob, BatchJobDetails, WaitForBatchJobParams
+from helpers import REPO, patch_ids
 from infra.data_converter import DATA_CONVERTER
 from workflows.batch_job import BatchImportWorkflow
 from workflows.registry import WORKFLOWS
@@ -37,6 +39,24 @@ def workflow_type(path: Path) -> str:
 def test_there_are_recorded_histories_for_every_workflow():
     recorded = {workflow_type(p) for p in HISTORIES}
     assert {w.__temporal_workflow_definition.name for w in WORKFLOWS} <= recorded
+
+
+def workflow_patches() -> dict[str, str]:
+    """Every patch id the workflows branch on: the `*_PATCH` constants of workflows/ (name -> id)."""
+    found: dict[str, str] = {}
+    for path in sorted((REPO / "workflows").glob("*.py")):
+        module = importlib.import_module(f"workflows.{path.stem}")
+        found |= {k: v for k, v in vars(module).items() if k.endswith("_PATCH") and isinstance(v, str)}
+    return found
+
+
+def test_every_patch_has_a_recorded_history_that_took_its_new_path():
+    """Old histories prove the old path still replays; a history with the patch's marker proves the new one
+    does (record it with tests/record_histories.py, a new name, the day the patch is written)."""
+    taken = set().union(*(patch_ids(WorkflowHistory.from_json(p.stem, p.read_text())) for p in HISTORIES))
+    patches = workflow_patches()
+    assert {"GRANT_AT_ONCE_PATCH", "TELL_PARENT_PATCH"} <= set(patches)  # the search finds them
+    assert {k: v for k, v in patches.items() if v not in taken} == {}
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
