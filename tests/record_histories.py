@@ -193,6 +193,15 @@ async def record_unscheduled_placeholder(env: WorkflowEnvironment, sim: Simulato
     return {name: await record(env, sim, name, "BulkImportWorkflow", inp, data, workflow_id=name)}
 
 
+async def record_bulk_merge_as_batches_end(env: WorkflowEnvironment, sim: Simulator, data: Path) -> Histories:
+    """The paths behind the bulk import's 2026-12 patches: 3 batches one at a time, each merged as it ends
+    (`bulk-merge-as-batches-end`), the later ones told how long the earlier jobs took (`bulk-expected-duration`)."""
+    sim.batch_defaults.clear()
+    sim.batch_defaults.update(duration=60, errors=1)
+    names = ("bulk_import_merged_as_batches_end", "batch_import_first_of_three", "batch_slots_one_at_a_time")
+    return await record_bulk_run(env, sim, data, names, 6, batch_size=2, max_in_flight=1)
+
+
 class Recorder(NamedTuple):
     """`record` returns the histories `names`; each run gets a fresh time-skipping server and simulator.
     `takes`: a history's name -> the patch whose new path it is recorded for (no file is written without it)."""
@@ -224,6 +233,13 @@ RECORDERS = [
         record_slot_patches,
         # Import-free copies of workflows/org_batch_limit.py's TELL_PARENT_PATCH and GRANT_AT_ONCE_PATCH.
         {"batch_import_tells_parent": "batch-slot-held", "batch_slots_grant_at_once": "grant-at-once"},
+    ),
+    Recorder(
+        ("bulk_import_merged_as_batches_end", "batch_import_first_of_three", "batch_slots_one_at_a_time"),
+        record_bulk_merge_as_batches_end,
+        # Import-free copy of workflows/bulk_import.py's MERGE_AS_BATCHES_END_PATCH; the same history also
+        # takes EXPECTED_DURATION_PATCH (test_replay checks every patch has a history that takes it).
+        {"bulk_import_merged_as_batches_end": "bulk-merge-as-batches-end"},
     ),
     Recorder(
         ("bulk_import_unscheduled_placeholder",),
