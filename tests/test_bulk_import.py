@@ -360,16 +360,21 @@ def test_cli_stages_a_big_requests_file_instead_of_a_blob_error(dev_env, sim, wo
 
 
 @pytest.mark.e2e
-async def test_batches_holding_a_slot_and_waiting_for_one_are_told_apart(ts_env, ts_sim, tmp_path):
-    """With 2 org slots and 6 batches started at once, the bulk import says 2 run at Fullstory and 4 wait."""
+@pytest.mark.e2e
+async def test_batches_holding_a_slot_and_waiting_for_one_are_told_apart(dev_env, sim, tmp_path):
+    """With 2 org slots and 6 batches started at once, the bulk import says 2 run at Fullstory and 4 wait.
+
+    On the dev server: on the time-skipping one, six children signalling their parent while the slots
+    workflow signals grants sometimes ends in "invalid history builder state for action" (a test-server
+    fault, seen in full runs only) and the run hangs."""
     source = tmp_path / "data" / "users.ndjson"
     source.parent.mkdir()
     source.write_text("".join(json.dumps(u) + "\n" for u in users(12)))
-    ts_sim.batch_defaults.update(duration=600)
+    sim.batch_defaults.update(duration=4)
     async with running_worker(
-        ts_env.client, ts_sim.base_url, tmp_path / "data", fullstory_max_batches_in_progress=2
+        dev_env.client, sim.base_url, tmp_path / "data", fullstory_max_batches_in_progress=2
     ) as tq:
-        handle = await ts_env.client.start_workflow(
+        handle = await dev_env.client.start_workflow(
             "BulkImportWorkflow",
             {"kind": "users", "source": str(source), "batch_size": 2, "max_in_flight": 6},
             id=f"slots-told-{uuid.uuid4().hex[:8]}",
@@ -378,16 +383,16 @@ async def test_batches_holding_a_slot_and_waiting_for_one_are_told_apart(ts_env,
         )
 
         seen: list[tuple[object, object]] = []
-        for _ in range(600):
+        for _ in range(400):
             progress = await handle.query("progress")
             seen.append((progress.get("holding_slot"), progress.get("waiting_for_slot")))
             if seen[-1] == (2, 4):
                 break
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.025)
         assert seen[-1] == (2, 4), seen[-20:]
         assert "2 running at Fullstory, 4 waiting for a batch slot" in progress["detail"]
-        assert len([r for r in ts_sim.requests if r.method == "POST"]) <= 2  # only slot holders create a job
-        result = await handle.result()
+        assert len([r for r in sim.requests if r.method == "POST"]) <= 2  # only slot holders create a job
+        result = await asyncio.wait_for(handle.result(), 120)
     assert result.batches == 6 and result.imports == 12
 
 

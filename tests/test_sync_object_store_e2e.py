@@ -63,6 +63,7 @@ async def wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.slow  # ~70 s of kills and restarts: `make test-slow` (CI runs it) keeps `make test` under 10 minutes
 async def test_segment_sync_backfill_to_s3_survives_kills_mid_download_and_mid_listing(
     dev_env, sim, worker_factory, s3
 ):
