@@ -159,6 +159,20 @@ class Destination:
             raise errors.DESTINATION_NOT_WRITABLE(f"cannot write {where}: {e}") from None
         return where
 
+    def remove_matching(self, pattern: str, keep: set[str]) -> list[str]:
+        """Remove the published files matching the glob `pattern` (relative to the destination), but those
+        named in `keep` (relative too); returns what it removed."""
+        where = self.location(self.local / pattern)
+        fs, path = _filesystem(where)
+        base = path[: -len(pattern)] if path.endswith(pattern) else path
+        removed = []
+        for found in fs.glob(path):
+            relative = found[len(base) :] if found.startswith(base) else found
+            if relative.lstrip("/") not in keep:
+                fs.rm_file(found)
+                removed.append(relative.lstrip("/"))
+        return removed
+
     def size_of(self, name: str) -> int | None:
         """Size of the published file `name` (None when absent)."""
         where = self.location(self.local / name)

@@ -127,8 +127,10 @@ class WindowLoader:
         return self._load_parquet(export)
 
     def _load_parquet(self, export: ExportFile) -> int:
-        """One file per day the window's rows fall on: `<table>/event_date=<day>/<window>.parquet`."""
+        """One file per day the window's rows fall on: `<table>/event_date=<day>/<window>.parquet`; then a
+        file of this window on another day (an earlier export of it, with other days) is removed."""
         days = export.days(self.params.window_start)
+        files = f"{self.spec.dataset}/{self.table}/event_date=%s/{self.params.window}.parquet"
         total = 0
         for day in days:
             counted = _Counter()
@@ -140,6 +142,10 @@ class WindowLoader:
                 placeholders={"event_date": day},
             )
             total += counted.n
+        lake = self.locations.destination(self.spec.location, "load.location")
+        stale = lake.remove_matching(files % "*", keep={files % day for day in days})
+        if stale:
+            activity.logger.info("window %s: removed its files of other days: %s", self.params.window, stale)
         return total
 
     def record(self, rows: int, sha256: str) -> None:

@@ -113,6 +113,15 @@ def test_parquet_lands_in_daily_hive_partitions_named_by_window(tmp_path):
     )
     assert recorded.fetchall() == [("seg_w", sha, 200)]
 
+    # The window exported again (after a FAILED export, say) with rows on one day only: no file of it is
+    # left on the other day, so its old rows are not read twice.
+    later, later_sha = write_file(
+        tmp_path, "w2.ndjson.gz", "ndjson", table_rows(50, 4, day + 25 * HOUR, day + 26 * HOUR)
+    )
+    load(tmp_path, spec, later, later_sha, "seg_w")
+    assert sorted(str(p.relative_to(base)) for p in base.rglob("*.parquet")) == ["event_date=2026-11-02/seg_w.parquet"]
+    assert duckdb.execute(f"select count(*) from read_parquet('{base}/*/*.parquet')").fetchone() == (50,)
+
 
 def test_a_file_changed_after_it_was_published_is_not_loaded(tmp_path):
     file, sha = write_file(tmp_path, "w.ndjson.gz", "ndjson", table_rows(5, 1, 0, 60))
