@@ -21,7 +21,7 @@ from pathlib import Path
 
 from common import API_KEY, PeakRss, dev_server, mib, run, worker_process
 from simulator import Simulator
-from workflows.bulk_import import BulkImportResult
+from workflows.bulk_import_input import BulkImportResult
 
 JOB_SECONDS = 10
 SLOTS = 5

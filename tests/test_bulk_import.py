@@ -27,7 +27,7 @@ from activities.locations import Source
 from activities.request_items import read_items
 from helpers import REPO, TemporalClock, running_worker, wait_until
 from workflows.batch_job_input import BatchImportResult
-from workflows.bulk_import import BulkImportResult
+from workflows.bulk_import_input import BulkImportResult
 
 
 def users(n: int, start: int = 0) -> list[dict]:

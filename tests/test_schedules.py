@@ -27,7 +27,7 @@ from helpers import REPO, running_worker
 from infra.settings import Settings
 from vocabulary.contract import idempotency_key
 from vocabulary.placeholders import fields_with_placeholders, fill_placeholders, placeholder_values
-from workflows.bulk_import import BulkImportResult
+from workflows.bulk_import_input import BulkImportResult
 from workflows.registry import BY_COMMAND
 
 NIGHT = datetime(2026, 12, 3, 2, 0, tzinfo=UTC)

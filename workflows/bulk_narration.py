@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from temporalio import workflow
 
-from vocabulary.texts import LIVE_STATUS_ROW, Row, at, code, location, plain, shorten, span
-from workflows.steps import ProgressTracker, StepText
-
-if TYPE_CHECKING:
-    from workflows.bulk_import import BulkImportInput, BulkImportResult, BulkProgress
+with workflow.unsafe.imports_passed_through():
+    from vocabulary.texts import LIVE_STATUS_ROW, Row, at, code, location, plain, shorten, span
+    from workflows.bulk_import_input import BulkImportInput, BulkImportResult, BulkProgress
+    from workflows.steps import ProgressTracker, StepText
 
 
 class BulkNarration:
