@@ -130,6 +130,16 @@ def test_a_file_changed_after_it_was_published_is_not_loaded(tmp_path):
     assert info.value.type == "LoadFileChanged" and info.value.non_retryable
 
 
+@pytest.mark.parametrize(("fmt", "body"), [("FORMAT_NDJSON", b""), ("FORMAT_JSON", b"[]\n"), ("FORMAT_CSV", b"")])
+def test_an_empty_window_is_recorded_with_zero_rows(tmp_path, fmt, body):
+    path = tmp_path / "w.gz"
+    path.write_bytes(gzip.compress(body))
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert load(tmp_path, LoadSpec(destination="duckdb"), str(path), sha, "quiet_hour", fmt).rows == 0
+    with warehouse(tmp_path) as db:  # the destination knows the window is loaded, and that it was empty
+        assert db.execute("select window_id, rows from fullstory._fullstory_loads").fetchall() == [("quiet_hour", 0)]
+
+
 def test_an_export_that_is_not_json_is_rejected_not_retried(tmp_path):
     path = tmp_path / "w.ndjson.gz"
     path.write_bytes(gzip.compress(b'{"EventId": "a"}\n{"EventId": \n'))
