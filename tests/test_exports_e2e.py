@@ -59,6 +59,7 @@ async def test_sigkill_at_half_of_a_200_mib_download(dev_env, sim, worker_factor
     assert API_KEY not in logs and "Signature=" not in logs
 
 
+@pytest.mark.slow  # ~26 s, a fault loop: `make test-slow` (CI runs it) keeps `make test` well under 10 minutes
 async def test_two_workers_sync_ten_bundles_within_the_rate_while_one_is_killed_twice(
     dev_env, sim, worker_factory, tmp_path
 ):
