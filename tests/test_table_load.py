@@ -255,21 +255,8 @@ async def test_a_segment_sync_loads_every_window_once_and_a_rerun_adds_nothing(t
     assert sorted(loads.values()) == sorted(m["sha256"] for m in manifest)
 
 
-async def test_a_segment_export_loads_parquet_to_s3_read_back_with_duckdb(
-    ts_env, sim, tmp_path, s3_server, monkeypatch
-):
-    import s3fs
-
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
-    for k, v in {
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(k, v)
-    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_server})
-    bucket = f"lake-{uuid.uuid4().hex[:8]}"
-    fs.mkdir(bucket)
+async def test_a_segment_export_loads_parquet_to_s3_read_back_with_duckdb(ts_env, sim, tmp_path, s3_bucket):
+    fs, bucket = s3_bucket
     sim.export_defaults.update(duration=0, table_rows=120)
     window = {"start": "2026-11-01T00:00:00Z", "end": "2026-11-02T00:00:00Z"}
     async with running_worker(

@@ -1,9 +1,10 @@
-"""End to end, slow: a 12-window backfill loaded into DuckDB through a SIGKILL mid-load and a dev-server restart.
+"""End to end, slow: a 12-window backfill loaded through a SIGKILL mid-load and a dev-server restart, into
+DuckDB, and into Parquet on `s3://` (the moto server) read back with DuckDB.
 
 Real worker processes (`python worker.py`), our own `temporal server start-dev` with a SQLite file, the
-simulator over a socket, a real DuckDB file. After the run: each window's rows equal the lines of its
-file, no event is there twice (by its id), and the destination's own `_fullstory_loads` lists exactly the
-12 windows, each with its file's sha256.
+simulator over a socket, a real DuckDB file or real Parquet objects. After the run: each window's rows equal
+the lines of its file, no event is there twice (by its id), and the destination's own `_fullstory_loads`
+lists exactly the 12 windows, each with its file's sha256.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import os
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -42,7 +44,31 @@ async def a_load_is_running(client, sync_id: str, start: datetime) -> bool:
     return False
 
 
-async def test_backfill_to_duckdb_through_a_sigkill_mid_load_and_a_server_restart(sim, tmp_path):
+def read_back(target: str, data: Path, s3) -> tuple[dict[str, int], tuple[int, int], list[tuple[str, str, int]]]:
+    """(rows per window, (rows, distinct event ids), the loads records) as the destination holds them."""
+    if target == "duckdb":
+        db = duckdb.connect(str(data / "warehouse.duckdb"), read_only=True)
+        events, loads = "fullstory.events", "fullstory._fullstory_loads"
+    else:
+        fs, bucket = s3
+        db = duckdb.connect()
+        db.register_filesystem(fs)
+        lake = f"s3://{bucket}/lake/fullstory"
+        events = f"read_parquet('{lake}/events/*/*.parquet', hive_partitioning = true)"
+        loads = f"read_parquet('{lake}/_fullstory_loads/*/*.parquet')"
+    with db:
+        per_window = dict(db.execute(f"select _fullstory_window, count(*) from {events} group by 1").fetchall())
+        totals = db.execute(f"select count(*), count(distinct event_id) from {events}").fetchone()
+        records = db.execute(f"select window_id, sha256, rows from {loads} order by 1").fetchall()
+    return per_window, totals, records
+
+
+@pytest.mark.parametrize("target", ["duckdb", "parquet-s3"])
+async def test_backfill_through_a_sigkill_mid_load_and_a_server_restart(sim, tmp_path, s3_bucket, target):
+    fs, bucket = s3_bucket
+    load = {"destination": "duckdb"}
+    if target == "parquet-s3":
+        load = {"destination": "parquet", "location": f"s3://{bucket}/lake"}
     server = DevServer(tmp_path / "temporal.db", tmp_path / "temporal.log")
     server.start()
     workers: list[WorkerProcess] = []
@@ -52,9 +78,9 @@ async def test_backfill_to_duckdb_through_a_sigkill_mid_load_and_a_server_restar
         data = tmp_path / "data"  # worker_env's FULLSTORY_DATA_DIR
 
         def worker() -> WorkerProcess:
-            w = WorkerProcess(
-                tmp_path / f"worker-{len(workers)}.log", worker_env(server.address, sim.base_url, tmp_path, tq)
-            )
+            allowed = f"{tmp_path},s3://{bucket}"
+            env = worker_env(server.address, sim.base_url, tmp_path, tq, FULLSTORY_ALLOWED_LOCATIONS=allowed)
+            w = WorkerProcess(tmp_path / f"worker-{len(workers)}.log", env)
             workers.append(w)
             return w
 
@@ -73,7 +99,7 @@ async def test_backfill_to_duckdb_through_a_sigkill_mid_load_and_a_server_restar
                 "stop": (start + timedelta(hours=WINDOWS)).isoformat(),
                 "delay": "PT0S",
                 "max_in_flight": 3,
-                "load": {"destination": "duckdb"},
+                "load": load,
             },
             id=sync_id,
             task_queue=tq,
@@ -108,10 +134,7 @@ async def test_backfill_to_duckdb_through_a_sigkill_mid_load_and_a_server_restar
     assert result.windows == WINDOWS and result.rows_loaded == WINDOWS * ROWS
     lines = [json.loads(x) for x in manifest.read_text().splitlines()]
     assert len(lines) == WINDOWS
-    with duckdb.connect(str(data / "warehouse.duckdb"), read_only=True) as db:
-        per_window = dict(db.execute("select _fullstory_window, count(*) from fullstory.events group by 1").fetchall())
-        total, distinct = db.execute("select count(*), count(distinct event_id) from fullstory.events").fetchone()
-        loads = db.execute("select window_id, sha256, rows from fullstory._fullstory_loads order by 1").fetchall()
+    per_window, (total, distinct), loads = read_back(target, data, s3_bucket)
     assert total == distinct == WINDOWS * ROWS  # no event twice
     assert len(per_window) == WINDOWS and len(loads) == WINDOWS
     by_sha = {sha: (window, rows) for window, sha, rows in loads}
@@ -121,4 +144,4 @@ async def test_backfill_to_duckdb_through_a_sigkill_mid_load_and_a_server_restar
         window, rows = by_sha[line["sha256"]]
         assert rows == per_window[window] == file_lines == line["rows"] == ROWS
     assert all(API_KEY not in w.log() for w in workers)
-    print(f"\nloaded {total} rows in {WINDOWS} windows through a SIGKILL mid-load and a server restart")
+    print(f"\n{target}: {total} rows in {WINDOWS} windows through a SIGKILL mid-load and a server restart")
